@@ -1,0 +1,105 @@
+"""The command line: parse, load the config, call one entry point, map errors to exit codes 0/1/2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from swimmy import __version__
+from swimmy.config import SEVERITY_NAMES, load_config, render_toml
+from swimmy.errors import ConfigError, SwimmyError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The whole CLI surface (SPEC §10)."""
+    parser = argparse.ArgumentParser(prog="swimmy", description="The school of an FX trading system.")
+    parser.add_argument("--version", action="version", version=f"swimmy {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = commands.add_parser("run", help="run the daemon")
+    run.add_argument("--config", required=True, type=Path, help="TOML config file")
+    run.add_argument("--exit-after", type=float, metavar="SECONDS", help="stop by itself after this many seconds")
+
+    config = commands.add_parser("config", help="config tools")
+    config_commands = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
+    check = config_commands.add_parser("check", help="validate a config and print it, secrets redacted")
+    check.add_argument("--config", required=True, type=Path)
+
+    tail = commands.add_parser("tail", help="read the telemetry stream, readably")
+    source = tail.add_mutually_exclusive_group()
+    source.add_argument("--config", type=Path, help="read telemetry.path of this config")
+    source.add_argument("--path", type=Path, help="read this JSONL file")
+    tail.add_argument("-f", "--follow", action="store_true", help="keep following, across rotations")
+    tail.add_argument("-n", "--lines", type=int, default=10, help="last N matching events (default 10)")
+    tail.add_argument("--event", metavar="GLOB", help="event_type glob, e.g. 'wfv.*'")
+    tail.add_argument("--severity", choices=SEVERITY_NAMES, metavar="MIN", help="minimum severity")
+    tail.add_argument("--service", metavar="NAME")
+    tail.add_argument("--correlation", metavar="ID")
+    tail.add_argument("--since", metavar="AGE", help="10m, 2h, 1d or an RFC 3339 time; reads the backups too")
+    tail.add_argument("--json", action="store_true", help="print the raw JSON lines")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `swimmy` script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _run(args)
+        if args.command == "config":
+            return _config_check(args)
+        if args.command == "tail":
+            return _tail(args)
+    except ConfigError as exc:
+        print("swimmy: invalid config:\n  " + "\n  ".join(exc.problems), file=sys.stderr)
+        return exc.exit_code
+    except SwimmyError as exc:
+        print(f"swimmy: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        return 130
+    raise AssertionError(f"unhandled command {args.command!r}")  # pragma: no cover - argparse prevents it
+
+
+def _run(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    if args.exit_after is not None and args.exit_after <= 0:
+        print("swimmy: --exit-after must be > 0", file=sys.stderr)
+        return 2
+    import uvloop  # deferred: only the daemon needs it
+
+    from swimmy.daemon import Daemon
+
+    return uvloop.run(Daemon(cfg, exit_after_sec=args.exit_after).serve())
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    cfg = load_config(args.config)
+    sys.stdout.write(render_toml(cfg))
+    return 0
+
+
+def _tail(args: argparse.Namespace) -> int:
+    from swimmy.tail import TailFilter, parse_since, run_tail
+
+    if args.path is not None:
+        path = args.path
+    else:
+        cfg = load_config(args.config or Path("config/dev.toml"))
+        path = cfg.telemetry.path
+    try:
+        since = parse_since(args.since, time.time()) if args.since else None
+    except ValueError as exc:
+        print(f"swimmy: --since: {exc}", file=sys.stderr)
+        return 2
+    filt = TailFilter(
+        event_glob=args.event,
+        min_severity=args.severity,
+        service=args.service,
+        correlation_id=args.correlation,
+        since=since,
+    )
+    return run_tail(Path(path), filt, follow=args.follow, lines=args.lines, as_json=args.json)

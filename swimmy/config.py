@@ -1,0 +1,500 @@
+"""The TOML config: one frozen dataclass per section, validated purely and early.
+
+Every key has a default, so an empty file is valid. Errors name the key path
+(`wfv.max_pending: must be >= 0, got -1`). Nothing here touches a file other
+than the config itself, so a bad config exits before anything is created.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import os
+import tomllib
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import orjson
+
+from swimmy.errors import ConfigError
+
+SEVERITY_NAMES = ("debug", "info", "warning", "error", "critical")
+Severity = Literal["debug", "info", "warning", "error", "critical"]
+Timeframe = Literal["M1", "M5", "M15", "M30", "H1", "H4", "D1"]
+
+MIB = 1024 * 1024
+ENDPOINT_SCHEMES = ("tcp://", "ipc://", "inproc://")
+
+
+def _opt(default: Any = dataclasses.MISSING, **rules: Any) -> Any:
+    """A dataclass field with validation rules (ge, gt, le, lt, check) in its metadata."""
+    if isinstance(default, list | dict):
+        frozen = tuple(default) if isinstance(default, list) else default
+        return field(default_factory=lambda: frozen, metadata=rules)
+    return field(default=default, metadata=rules)
+
+
+def _check_endpoint(value: str) -> str | None:
+    if not value.startswith(ENDPOINT_SCHEMES):
+        return f"must start with one of {', '.join(ENDPOINT_SCHEMES)}, got {value!r}"
+    return None
+
+
+def _check_listen(value: str) -> str | None:
+    if value == "":
+        return None
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        return f"must be HOST:PORT or empty to disable, got {value!r}"
+    return None
+
+
+@dataclass(frozen=True)
+class TelemetryConfig:
+    """[telemetry]: the JSONL event stream."""
+
+    path: Path = Path("var/telemetry.jsonl")
+    max_bytes: int = _opt(32 * MIB, ge=1)
+    backups: int = _opt(8, ge=0, le=1000)
+    queue_size: int = _opt(100_000, ge=1)
+    max_event_bytes: int = _opt(64 * 1024, ge=512)
+    fsync: Literal["off", "interval", "always"] = "interval"
+    fsync_interval_ms: float = _opt(1000, gt=0)
+    drain_timeout_sec: float = _opt(10, gt=0)
+    log_level: Severity = "info"
+
+
+@dataclass(frozen=True)
+class HeartbeatConfig:
+    """[heartbeat]: our PUB heartbeat and peer liveness."""
+
+    interval_sec: float = _opt(10, gt=0)
+    peer_timeout_sec: float = _opt(60, gt=0)
+
+
+@dataclass(frozen=True)
+class ZmqConfig:
+    """[zmq]: endpoints, limits and CurveZMQ keys."""
+
+    pub_endpoint: str = _opt("tcp://127.0.0.1:5556", check=_check_endpoint)
+    pull_endpoint: str = _opt("tcp://127.0.0.1:5555", check=_check_endpoint)
+    result_endpoint: str = _opt("tcp://127.0.0.1:5581", check=_check_endpoint)
+    backtest_endpoint: str = _opt("tcp://127.0.0.1:5580", check=_check_endpoint)
+    max_message_bytes: int = _opt(MIB, ge=1024)
+    linger_ms: int = _opt(500, ge=0, le=60_000)
+    sndhwm: int = _opt(1000, ge=1)
+    curve: Literal["auto", "always", "off"] = "auto"
+    curve_secret_key_file: Path | None = None
+    curve_public_key_file: Path | None = None
+    curve_authorized_keys_dir: Path | None = None
+    curve_server_public_key_file: Path | None = None
+    allow_insecure: bool = False
+
+
+@dataclass(frozen=True)
+class ControlConfig:
+    """[control]: the loopback command channel the CLI talks to."""
+
+    endpoint: str = _opt("tcp://127.0.0.1:5590", check=_check_endpoint)
+
+
+@dataclass(frozen=True)
+class WorkersConfig:
+    """[workers]: backtest worker processes the daemon starts itself."""
+
+    embedded: int = _opt(2, ge=0, le=64)
+
+
+@dataclass(frozen=True)
+class SchoolConfig:
+    """[school]: the strategy population and its data."""
+
+    db_path: Path = Path("var/school.db")
+    data_dir: Path = Path("data")
+    symbols: tuple[str, ...] = _opt(["EURUSD"])
+    timeframe: Timeframe = "H1"
+    cycle_sec: float = _opt(10, gt=0)
+    population_max: int = _opt(2000, ge=1)
+    breed_per_cycle: int = _opt(20, ge=0)
+
+
+@dataclass(frozen=True)
+class BacktestConfig:
+    """[backtest]: costs and the request timeout."""
+
+    spread_pips: float = _opt(0.8, ge=0)
+    slippage_pips: float = _opt(0.2, ge=0)
+    timeout_sec: float = _opt(120, gt=0)
+
+
+@dataclass(frozen=True)
+class OosConfig:
+    """[oos]: the out-of-sample requester."""
+
+    window_days: int = _opt(90, ge=1)
+    request_interval_sec: float = _opt(600, gt=0)
+    min_sharpe: float = 0.35
+
+
+@dataclass(frozen=True)
+class WfvConfig:
+    """[wfv]: walk-forward validation scheduling and decisions."""
+
+    enabled: bool = True
+    interval_sec: float = _opt(3600, ge=0)
+    max_pending: int = _opt(2, ge=0)
+    max_per_run: int = _opt(1, ge=0)
+    split_ratio: float = _opt(0.2, gt=0, lt=1)
+    pending_timeout_sec: float = _opt(1800, gt=0)
+    required_oos_base: float = 0.0
+    required_oos_step: float = 0.05
+    required_oos_cap: float = 2.0
+    affects_rank: bool = False
+
+
+@dataclass(frozen=True)
+class RankCriteria:
+    """[ranks.X]: the IS thresholds a strategy must meet for rank X."""
+
+    sharpe: float = 0.0
+    profit_factor: float = _opt(0.0, ge=0)
+    win_rate: float = _opt(0.0, ge=0, le=1)
+    max_drawdown: float = _opt(1.0, ge=0, le=1)
+    min_trades: int = _opt(0, ge=0)
+    psr: float = _opt(0.0, ge=0, le=1)
+
+
+@dataclass(frozen=True)
+class RanksConfig:
+    """[ranks]: B, A (base) and S criteria."""
+
+    B: RankCriteria = field(
+        default_factory=lambda: RankCriteria(0.15, 1.05, 0.35, 0.25, 20)
+    )
+    A: RankCriteria = field(
+        default_factory=lambda: RankCriteria(0.45, 1.30, 0.43, 0.16, 30)
+    )
+    S: RankCriteria = field(
+        default_factory=lambda: RankCriteria(0.75, 1.70, 0.50, 0.10, 30, 0.95)
+    )
+
+
+@dataclass(frozen=True)
+class DiscordConfig:
+    """[discord]: webhook env var names (never the URLs) and delivery limits."""
+
+    heartbeat_webhook_env: str = "SWIMMY_DISCORD_HEARTBEAT"
+    alerts_webhook_env: str = "SWIMMY_DISCORD_ALERTS"
+    heartbeat_interval_sec: float = _opt(3600, gt=0)
+    queue_size: int = _opt(100, ge=1)
+    timeout_sec: float = _opt(10, gt=0)
+    alert_cooldown_sec: float = _opt(300, ge=0)
+    mute: tuple[str, ...] = _opt([])
+
+
+@dataclass(frozen=True)
+class SnapshotsConfig:
+    """[snapshots]: metrics.json / status.json."""
+
+    dir: Path = Path("var/snapshots")
+    interval_sec: float = _opt(60, gt=0)
+
+
+@dataclass(frozen=True)
+class MetricsConfig:
+    """[metrics]: the Prometheus endpoint; empty `listen` disables it."""
+
+    listen: str = _opt("127.0.0.1:9464", check=_check_listen)
+
+
+@dataclass(frozen=True)
+class DebugConfig:
+    """[debug]: test hooks; never enabled in production."""
+
+    enabled: bool = False
+    burst_on_start: int = _opt(0, ge=0, le=10_000_000)
+
+
+@dataclass(frozen=True)
+class Config:
+    """The whole effective config. `source` is the file it came from (None: defaults)."""
+
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    heartbeat: HeartbeatConfig = field(default_factory=HeartbeatConfig)
+    zmq: ZmqConfig = field(default_factory=ZmqConfig)
+    control: ControlConfig = field(default_factory=ControlConfig)
+    workers: WorkersConfig = field(default_factory=WorkersConfig)
+    school: SchoolConfig = field(default_factory=SchoolConfig)
+    backtest: BacktestConfig = field(default_factory=BacktestConfig)
+    oos: OosConfig = field(default_factory=OosConfig)
+    wfv: WfvConfig = field(default_factory=WfvConfig)
+    ranks: RanksConfig = field(default_factory=RanksConfig)
+    discord: DiscordConfig = field(default_factory=DiscordConfig)
+    snapshots: SnapshotsConfig = field(default_factory=SnapshotsConfig)
+    metrics: MetricsConfig = field(default_factory=MetricsConfig)
+    debug: DebugConfig = field(default_factory=DebugConfig)
+    source: Path | None = field(default=None, compare=False)
+
+    @property
+    def config_hash(self) -> str:
+        """A short, stable hash of the effective values (not of the file's bytes)."""
+        blob = orjson.dumps(to_plain(self), option=orjson.OPT_SORT_KEYS)
+        return hashlib.sha256(blob).hexdigest()[:12]
+
+
+# Keys a SIGHUP may change without a restart (SPEC §1). A prefix ending in "." covers a section.
+RELOADABLE = ("heartbeat.", "oos.", "wfv.", "ranks.", "discord.", "snapshots.interval_sec", "telemetry.log_level")
+
+
+class Secret:
+    """A value that must never be printed: its repr and str are '***'."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself, for the one call that needs it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "'***'"
+
+    __str__ = __repr__
+
+
+def webhook_urls(cfg: DiscordConfig, env: Mapping[str, str] | None = None) -> tuple[Secret | None, Secret | None]:
+    """(heartbeat, alerts) webhook URLs from the environment, each falling back to the other."""
+    env = os.environ if env is None else env
+    heartbeat = env.get(cfg.heartbeat_webhook_env) or None
+    alerts = env.get(cfg.alerts_webhook_env) or None
+    heartbeat, alerts = heartbeat or alerts, alerts or heartbeat
+    return (Secret(heartbeat) if heartbeat else None, Secret(alerts) if alerts else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+def load_config(path: str | os.PathLike[str]) -> Config:
+    """Read and validate a TOML file; relative paths resolve against its directory."""
+    path = Path(path)
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from None
+    try:
+        doc = tomllib.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+    return config_from_mapping(doc, base_dir=path.resolve().parent, source=path.resolve())
+
+
+def config_from_mapping(doc: Mapping[str, Any], *, base_dir: Path, source: Path | None = None) -> Config:
+    """Validate a parsed document; raise ConfigError listing every bad key path."""
+    problems: list[str] = []
+    values = _build(Config(), doc, "", base_dir, problems)
+    if problems:
+        raise ConfigError(problems)
+    return dataclasses.replace(values, source=source)
+
+
+def _build(base: Any, doc: Any, prefix: str, base_dir: Path, problems: list[str]) -> Any:
+    """Overlay one TOML table on `base` (a section's defaults), collecting problems by key path."""
+    if not isinstance(doc, Mapping):
+        problems.append(f"{prefix.rstrip('.')}: must be a table, got {_describe(doc)}")
+        return _resolve_paths(base, base_dir)
+    hints = typing.get_type_hints(type(base))
+    fields = {f.name: f for f in dataclasses.fields(base) if f.name != "source"}
+    for key in doc:
+        if key not in fields:
+            problems.append(f"{prefix}{key}: unknown key (known: {', '.join(sorted(fields))})")
+    changes: dict[str, Any] = {}
+    for name, f in fields.items():
+        default = getattr(base, name)
+        if dataclasses.is_dataclass(default):
+            changes[name] = _build(default, doc.get(name, {}), f"{prefix}{name}.", base_dir, problems)
+            continue
+        if name not in doc:
+            changes[name] = _resolve(default, base_dir)
+            continue
+        value, error = _coerce(doc[name], hints[name], f.metadata)
+        if error:
+            problems.append(f"{prefix}{name}: {error}")
+            value = default
+        changes[name] = _resolve(value, base_dir)
+    return dataclasses.replace(base, **changes)
+
+
+def _resolve(value: Any, base_dir: Path) -> Any:
+    if isinstance(value, Path) and not value.is_absolute():
+        return Path(os.path.normpath(base_dir / value))
+    return value
+
+
+def _resolve_paths(section: Any, base_dir: Path) -> Any:
+    return _build(section, {}, "", base_dir, [])
+
+
+def _describe(value: Any) -> str:
+    kind = {bool: "a boolean", int: "an integer", float: "a float", str: "a string", list: "an array"}.get(
+        type(value), "a table" if isinstance(value, Mapping) else type(value).__name__
+    )
+    return f"{kind} ({_toml_value(value)})" if not isinstance(value, Mapping | list) else kind
+
+
+def _coerce(value: Any, hint: Any, rules: Mapping[str, Any]) -> tuple[Any, str | None]:
+    """Convert one TOML value to the field's type; return (value, error)."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):  # `X | None`: TOML has no null, so a given value is an X
+        hint = next(a for a in args if a is not type(None))
+        origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin is Literal:
+        if value not in args:
+            return None, f"must be one of {', '.join(repr(a) for a in args)}, got {_describe(value)}"
+        return value, None
+    if hint is bool:
+        if not isinstance(value, bool):
+            return None, f"must be true or false, got {_describe(value)}"
+        return value, None
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            return None, f"must be an integer, got {_describe(value)}"
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return None, f"must be a number, got {_describe(value)}"
+        value = float(value)
+    elif hint is str:
+        if not isinstance(value, str):
+            return None, f"must be a string, got {_describe(value)}"
+    elif hint is Path:
+        if not isinstance(value, str) or not value:
+            return None, f"must be a non-empty path string, got {_describe(value)}"
+        value = Path(value)
+    elif origin is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            return None, f"must be an array of strings, got {_describe(value)}"
+        value = tuple(value)
+    else:  # pragma: no cover - a new field type without a rule is a programming error
+        raise TypeError(f"no coercion rule for {hint!r}")
+    return value, _check_rules(value, rules)
+
+
+def _check_rules(value: Any, rules: Mapping[str, Any]) -> str | None:
+    if "ge" in rules and value < rules["ge"]:
+        return f"must be >= {rules['ge']}, got {value!r}"
+    if "gt" in rules and value <= rules["gt"]:
+        return f"must be > {rules['gt']}, got {value!r}"
+    if "le" in rules and value > rules["le"]:
+        return f"must be <= {rules['le']}, got {value!r}"
+    if "lt" in rules and value >= rules["lt"]:
+        return f"must be < {rules['lt']}, got {value!r}"
+    check = rules.get("check")
+    return check(value) if check else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Views: plain dicts, flat keys, reload
+
+
+def to_plain(cfg: Any) -> dict[str, Any]:
+    """The config as plain TOML-able values (paths as strings, tuples as lists, None dropped)."""
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(cfg):
+        if f.name == "source":
+            continue
+        value = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(value):
+            out[f.name] = to_plain(value)
+        elif value is None:
+            continue
+        elif isinstance(value, Path):
+            out[f.name] = str(value)
+        elif isinstance(value, tuple):
+            out[f.name] = list(value)
+        else:
+            out[f.name] = value
+    return out
+
+
+def flatten(plain: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}."""
+    flat: dict[str, Any] = {}
+    for key, value in plain.items():
+        if isinstance(value, Mapping):
+            flat.update(flatten(value, f"{prefix}{key}."))
+        else:
+            flat[f"{prefix}{key}"] = value
+    return flat
+
+
+def is_reloadable(key: str) -> bool:
+    """Whether a SIGHUP may change this flat key path."""
+    return any(key == r or (r.endswith(".") and key.startswith(r)) for r in RELOADABLE)
+
+
+@dataclass(frozen=True)
+class ReloadPlan:
+    """What a reload changes: the config to run with, the keys applied, the keys that need a restart."""
+
+    config: Config
+    changed: list[str]
+    needs_restart: list[str]
+
+
+def plan_reload(old: Config, new: Config) -> ReloadPlan:
+    """Take the reloadable keys from `new`, keep the rest of `old`, and say which is which."""
+    old_flat, new_flat = flatten(to_plain(old)), flatten(to_plain(new))
+    differing = sorted(k for k in old_flat.keys() | new_flat.keys() if old_flat.get(k) != new_flat.get(k))
+    changed = [k for k in differing if is_reloadable(k)]
+    needs_restart = [k for k in differing if not is_reloadable(k)]
+    merged = dataclasses.replace(
+        old,
+        heartbeat=new.heartbeat,
+        oos=new.oos,
+        wfv=new.wfv,
+        ranks=new.ranks,
+        discord=new.discord,
+        snapshots=dataclasses.replace(old.snapshots, interval_sec=new.snapshots.interval_sec),
+        telemetry=dataclasses.replace(old.telemetry, log_level=new.telemetry.log_level),
+    )
+    return ReloadPlan(merged, changed, needs_restart)
+
+
+def render_toml(cfg: Config, env: Mapping[str, str] | None = None) -> str:
+    """The effective config as TOML, with the webhook secrets reported as set/unset, never shown."""
+    lines = [f"# effective config{f' of {cfg.source}' if cfg.source else ''} (hash {cfg.config_hash})"]
+
+    def emit_table(name: str, table: Mapping[str, Any]) -> None:
+        scalars = {k: v for k, v in table.items() if not isinstance(v, Mapping)}
+        if scalars:
+            lines.append("")
+            lines.append(f"[{name}]")
+            lines.extend(f"{k} = {_toml_value(v)}" for k, v in scalars.items())
+        for k, v in table.items():
+            if isinstance(v, Mapping):
+                emit_table(f"{name}.{k}", v)
+
+    for section, table in to_plain(cfg).items():
+        emit_table(section, table)
+    heartbeat, alerts = webhook_urls(cfg.discord, env)
+    lines.append("")
+    lines.append(f"# discord heartbeat webhook: {'set (redacted)' if heartbeat else 'not set: notifications run dry'}")
+    lines.append(f"# discord alerts webhook: {'set (redacted)' if alerts else 'not set: notifications run dry'}")
+    return "\n".join(lines) + "\n"
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    if isinstance(value, str):
+        return orjson.dumps(value).decode()
+    return repr(value)

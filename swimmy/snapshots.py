@@ -1,0 +1,36 @@
+"""Snapshot files: the atomic writer (the metrics/status builders arrive with the snapshot task)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+
+def atomic_write(path: Path, content: bytes, *, mode: int = 0o640) -> None:
+    """Replace `path` with `content` so a reader sees the old file or the new one, never a mix.
+
+    A unique temp file in the same directory (never a fixed name shared between
+    writers), fsync, os.replace, then fsync the directory so the rename survives
+    a power loss. On failure the temp file is removed and the old file stays.
+    """
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(content)
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)

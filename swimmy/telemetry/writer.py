@@ -1,0 +1,389 @@
+"""The telemetry writer: the only task that touches the JSONL file (SPEC §2.3).
+
+It drains the queue in batches, encodes them, writes whole lines with one
+`write()` per batch, rotates by size, fsyncs by policy (in a thread, so a slow
+disk never stalls the loop), and survives every write failure: the batch is
+kept and retried with a capped backoff, a partial write is truncated back to
+its last complete line, and the first line written after an outage is
+`telemetry.recovered`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from swimmy.config import TelemetryConfig
+from swimmy.telemetry.envelope import Encoder
+from swimmy.telemetry.queue import EventQueue
+from swimmy.telemetry.rotation import apply_rotation, prune_backups
+
+# Lines per batch. Encoding costs a few microseconds a line on this class of machine, so 256 lines
+# keep one batch's stall of the event loop near a millisecond (bench/telemetry_bench.py measures it).
+BATCH_LINES = 256
+TICK_SEC = 1.0  # the writer wakes at least this often: progress, fsync deadlines, file identity checks
+BACKOFF_MIN_SEC = 0.05
+BACKOFF_MAX_SEC = 5.0
+FILE_MODE = 0o640
+
+
+class _PartialWrite(OSError):
+    """A write that failed after `done` bytes of the buffer reached the file."""
+
+    def __init__(self, cause: OSError, done: int) -> None:
+        super().__init__(cause.errno, cause.strerror)
+        self.done = done
+
+
+class TelemetryWriter:
+    """Owns the telemetry file; run() until the queue is closed and drained."""
+
+    def __init__(
+        self,
+        cfg: TelemetryConfig,
+        queue: EventQueue,
+        encoder: Encoder,
+        *,
+        monotonic: Callable[[], float] = time.monotonic,
+        on_progress: Callable[[], None] | None = None,
+        on_state_change: Callable[[bool], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.path = Path(cfg.path)
+        self.queue = queue
+        self.encoder = encoder
+        self._monotonic = monotonic
+        self._on_progress = on_progress or (lambda: None)
+        self._on_state_change = on_state_change or (lambda failing: None)
+        self._fd: int | None = None
+        self._inode: tuple[int, int] | None = None
+        self._size = 0
+        self._only_header = False
+        self._truncate_to: int | None = None
+        self._pending: list[bytes] = []
+        self._header_line: bytes | None = None
+        self._header_seq: int | None = None
+        self._recovered_seq: int | None = None
+        self._dirty = False
+        self._last_sync = monotonic()
+        self._next_check = monotonic() + TICK_SEC
+        self._reopen_requested = False
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self._outage_start = 0.0
+        self._outage_failed = 0
+        self._outage_dropped_base = 0
+        self._idle = asyncio.Event()
+        self.stall_sec = 0.0  # debug.stall_writer: sleep this long before the next batch
+        # counters (snapshots, daemon.stopped)
+        self.written = 0
+        self.failed_writes = 0
+        self.rotations = 0
+        self.fsync_errors = 0
+        self.failing = False
+        self.last_error = ""
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    def open(self) -> tuple[int, ...]:
+        """Prune stale backups and open the file for appending; returns the pruned suffixes.
+
+        A file that can't be opened now is not fatal: run() treats it as a write failure.
+        """
+        pruned = prune_backups(self.path, self.cfg.backups)
+        try:
+            self._open()
+        except OSError as exc:
+            self._fail(exc)
+        return pruned
+
+    def request_reopen(self) -> None:
+        """SIGHUP: reopen the path on the next iteration (after an external logrotate)."""
+        self._reopen_requested = True
+
+    @property
+    def pending_lines(self) -> int:
+        """Lines taken from the queue but not yet on disk."""
+        return len(self._pending)
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is written (or the writer is failing)."""
+        while len(self.queue) or self._pending:
+            self._idle.clear()
+            await self._idle.wait()
+
+    async def run(self) -> None:
+        """Drain the queue to the file until it is closed and empty."""
+        try:
+            while True:
+                self._on_progress()
+                now = self._monotonic()
+                if now >= self._next_check or self._reopen_requested:
+                    self._next_check = now + TICK_SEC
+                    await self._check_file_identity()
+                if self.stall_sec > 0:
+                    stall, self.stall_sec = self.stall_sec, 0.0
+                    await asyncio.sleep(stall)
+                if not self._pending:
+                    if not len(self.queue):
+                        self._idle.set()
+                        if self.queue.closed:
+                            break
+                        await self._sync_if_due()
+                        await self.queue.wait(self._idle_timeout())
+                        continue
+                    self._pending = [self.encoder.encode(r) for r in self.queue.take(BATCH_LINES)]
+                    self._report_drops()
+                elif now < self._retry_at:
+                    self._idle.set()  # a failing writer is as flushed as it can be
+                    await asyncio.sleep(min(self._retry_at - now, TICK_SEC))
+                    continue
+                if await self._write_pending():
+                    await self._sync_after_write()
+                await asyncio.sleep(0)  # one batch at a time: let the loop breathe
+        finally:
+            await self._close_file()
+            self._idle.set()
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def _write_pending(self) -> bool:
+        out: list[bytes] = []
+        has_header = has_recovered = False
+        try:
+            if self._fd is None:
+                self._open()
+            assert self._fd is not None
+            if self._truncate_to is not None:
+                os.ftruncate(self._fd, self._truncate_to)
+                self._size, self._truncate_to = self._truncate_to, None
+            batch_bytes = sum(map(len, self._pending))
+            if self._size > 0 and not self._only_header and self._size + batch_bytes > self.cfg.max_bytes:
+                await self._rotate()
+            if self._header_line is not None:
+                out.append(self._header_line)
+                has_header = True
+            if self.failing:
+                out.append(self._recovered_line())
+                has_recovered = True
+            out.extend(self._pending)
+            self._write_all(b"".join(out))
+        except _PartialWrite as exc:
+            self._committed(out, _whole_lines(out, exc.done), has_header, has_recovered)
+            self._truncate_to = self._size  # cut the torn tail before anything else is written
+            self._try_truncate()
+            self._fail(exc)
+            return False
+        except OSError as exc:
+            self._fail(exc)
+            return False
+        self._committed(out, len(out), has_header, has_recovered)
+        return True
+
+    def _write_all(self, buf: bytes) -> None:
+        assert self._fd is not None
+        view = memoryview(buf)
+        done = 0
+        while done < len(buf):
+            try:
+                done += os.write(self._fd, view[done:])
+            except OSError as exc:
+                if done == 0:
+                    raise
+                raise _PartialWrite(exc, done) from exc
+
+    def _try_truncate(self) -> None:
+        if self._fd is None or self._truncate_to is None:
+            return
+        try:
+            os.ftruncate(self._fd, self._truncate_to)
+            self._truncate_to = None
+        except OSError:
+            pass  # retried before the next write
+
+    def _committed(self, out: list[bytes], count: int, has_header: bool, has_recovered: bool) -> None:
+        """Account for the first `count` lines of `out` as on disk; drop them from what is owed."""
+        if count == 0:
+            return
+        self._size += sum(len(line) for line in out[:count])
+        self.written += count
+        self._dirty = True
+        rest = count
+        if has_header:
+            self._header_line = self._header_seq = None
+            rest -= 1
+        if has_recovered and rest:
+            self._recover()
+            rest -= 1
+        if rest:
+            del self._pending[:rest]
+        self._only_header = has_header and count == 1
+
+    def _recovered_line(self) -> bytes:
+        if self._recovered_seq is None:
+            self._recovered_seq = self.queue.next_seq()
+        data = {
+            "failed_writes": self.failed_writes - self._outage_failed,
+            "dropped": self.queue.dropped_total - self._outage_dropped_base,
+            "outage_sec": round(self._monotonic() - self._outage_start, 3),
+            "path": str(self.path),
+        }
+        return self._writer_line(self._recovered_seq, "telemetry.recovered", "warning", data)
+
+    def _writer_line(self, seq: int, event_type: str, severity: str, data: dict[str, object]) -> bytes:
+        record = (seq, time.time(), "telemetry", event_type, "telemetry", severity, self.encoder.run_id, data)
+        return self.encoder.encode(record)
+
+    # -- failure and recovery ----------------------------------------------------------------
+
+    def _fail(self, exc: OSError) -> None:
+        self.failed_writes += 1
+        self.last_error = _describe_os_error(exc)
+        now = self._monotonic()
+        self._backoff = min(BACKOFF_MAX_SEC, max(BACKOFF_MIN_SEC, self._backoff * 2))
+        self._retry_at = now + self._backoff
+        if self.failing:
+            return
+        self.failing = True
+        self._outage_start = now
+        self._outage_failed = self.failed_writes - 1
+        self._outage_dropped_base = self.queue.dropped_total
+        self.queue.emit(
+            "telemetry.failing",
+            service="telemetry",
+            severity="error",
+            correlation_id=self.encoder.run_id,
+            data={"error": self.last_error, "path": str(self.path)},
+        )
+        self._on_state_change(True)
+
+    def _recover(self) -> None:
+        self.failing = False
+        self._backoff = 0.0
+        self._retry_at = 0.0
+        self._recovered_seq = None
+        self._on_state_change(False)
+
+    def _report_drops(self) -> None:
+        if not self.queue.drops or self.queue.closed:
+            return
+        drops = self.queue.take_drops()
+        self.queue.emit(
+            "telemetry.dropped",
+            service="telemetry",
+            severity="warning",
+            correlation_id=self.encoder.run_id,
+            data={"dropped": sum(drops.values()), "dropped_total": self.queue.dropped_total, "by_event_type": dict(drops)},
+        )
+
+    # -- the file ----------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
+        st = os.fstat(fd)
+        if st.st_size == 0:
+            os.fchmod(fd, FILE_MODE)  # the umask must not widen or narrow what the `swimmy` group may read
+        self._fd = fd
+        self._inode = (st.st_dev, st.st_ino)
+        self._size = st.st_size
+        self._only_header = False
+        self._truncate_to = None
+
+    async def _rotate(self) -> None:
+        previous = self._size
+        await self._close_file()
+        apply_rotation(self.path, self.cfg.backups)
+        self.rotations += 1
+        self._open()
+        self._header(previous, external=False)
+
+    def _header(self, previous_bytes: int, *, external: bool) -> None:
+        if self._header_seq is None:
+            self._header_seq = self.queue.next_seq()
+        data: dict[str, object] = {"previous_bytes": previous_bytes, "backups": self.cfg.backups}
+        if external:
+            data["external"] = True
+        self._header_line = self._writer_line(self._header_seq, "telemetry.rotated", "info", data)
+
+    async def _check_file_identity(self) -> None:
+        """Reopen when asked (SIGHUP) or when the path no longer names our file (moved, deleted)."""
+        requested, self._reopen_requested = self._reopen_requested, False
+        if self._fd is None:
+            return  # the next write opens it
+        try:
+            st = os.stat(self.path)
+            same = (st.st_dev, st.st_ino) == self._inode
+        except OSError:
+            same = False
+        if same and not requested:
+            return
+        previous = self._size
+        await self._close_file()
+        if not same:
+            self.rotations += 1
+        try:
+            self._open()
+        except OSError as exc:
+            self._fail(exc)
+            return
+        if not same:
+            self._header(previous, external=True)
+
+    async def _close_file(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is None:
+            return
+        if self.cfg.fsync != "off" and self._dirty:
+            await self._fsync(fd)
+        os.close(fd)
+
+    async def _fsync(self, fd: int) -> None:
+        try:
+            await asyncio.to_thread(os.fsync, fd)
+            self._dirty = False
+        except OSError as exc:
+            self.fsync_errors += 1
+            self.last_error = _describe_os_error(exc)
+        self._last_sync = self._monotonic()
+
+    async def _sync_after_write(self) -> None:
+        if self._fd is None:
+            return
+        if self.cfg.fsync == "always" or (
+            self.cfg.fsync == "interval"
+            and self._monotonic() - self._last_sync >= self.cfg.fsync_interval_ms / 1000
+        ):
+            await self._fsync(self._fd)
+
+    async def _sync_if_due(self) -> None:
+        if self._dirty and self._fd is not None and self.cfg.fsync == "interval":
+            if self._monotonic() - self._last_sync >= self.cfg.fsync_interval_ms / 1000:
+                await self._fsync(self._fd)
+
+    def _idle_timeout(self) -> float:
+        timeout = TICK_SEC
+        if self._dirty and self.cfg.fsync == "interval":
+            due = self._last_sync + self.cfg.fsync_interval_ms / 1000 - self._monotonic()
+            timeout = min(timeout, max(due, 0.001))
+        return timeout
+
+
+def _whole_lines(lines: list[bytes], done: int) -> int:
+    """How many of `lines` fit completely in the first `done` bytes."""
+    count = total = 0
+    for line in lines:
+        total += len(line)
+        if total > done:
+            break
+        count += 1
+    return count
+
+
+def _describe_os_error(exc: OSError) -> str:
+    name = errno.errorcode.get(exc.errno or 0, "OSError")
+    return f"{name}: {exc.strerror or exc}"
