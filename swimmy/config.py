@@ -321,6 +321,8 @@ def _build(base: Any, doc: Any, prefix: str, base_dir: Path, problems: list[str]
             changes[name] = _build(default, doc.get(name, {}), f"{prefix}{name}.", base_dir, problems)
             continue
         if name not in doc:
+            if hints[name] is float and type(default) is int:
+                default = float(default)  # so a default and the same value written in the file hash alike
             changes[name] = _resolve(default, base_dir)
             continue
         value, error = _coerce(doc[name], hints[name], f.metadata)

@@ -34,11 +34,13 @@ class TimestampFormatter:
         self._prefix = ""
 
     def __call__(self, t: float) -> str:
-        second = int(t)
+        # Round to the nearest millisecond on t * 1000: `t - int(t)` would expose the float's
+        # representation error (x.123 becoming x.122999...) and truncate the wrong way.
+        second, ms = divmod(int(t * 1000 + 0.5), 1000)
         if second != self._second:
             self._second = second
             self._prefix = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
-        return self._prefix + _MILLIS[int((t - second) * 1000)]
+        return self._prefix + _MILLIS[ms]
 
 
 def normalize_severity(value: Any) -> tuple[str, bool]:

@@ -69,8 +69,8 @@ class EventQueue:
         log_type: str = "telemetry",
     ) -> None:
         """Accept an event or count its drop. Takes ownership of `data`: don't mutate it afterwards."""
-        t = self._time()
         try:
+            t = self._time()
             if _get_ident() != self._thread_id:
                 self._emit_from_thread(t, log_type, event_type, service, severity, correlation_id, data)
                 return

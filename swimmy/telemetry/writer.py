@@ -83,6 +83,7 @@ class TelemetryWriter:
         self.written = 0
         self.failed_writes = 0
         self.rotations = 0
+        self.fsyncs = 0
         self.fsync_errors = 0
         self.failing = False
         self.last_error = ""
@@ -326,13 +327,11 @@ class TelemetryWriter:
         await self._close_file()
         if not same:
             self.rotations += 1
+            self._header(previous, external=True)  # owed to whichever file opens next
         try:
             self._open()
         except OSError as exc:
             self._fail(exc)
-            return
-        if not same:
-            self._header(previous, external=True)
 
     async def _close_file(self) -> None:
         fd, self._fd = self._fd, None
@@ -345,6 +344,7 @@ class TelemetryWriter:
     async def _fsync(self, fd: int) -> None:
         try:
             await asyncio.to_thread(os.fsync, fd)
+            self.fsyncs += 1
             self._dirty = False
         except OSError as exc:
             self.fsync_errors += 1

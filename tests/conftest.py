@@ -1,0 +1,39 @@
+"""Shared fixtures: a real daemon subprocess factory and a task-leak guard."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import DaemonProcess
+
+
+@pytest.fixture
+def daemon_factory() -> Iterator[Callable[..., DaemonProcess]]:
+    """Start daemons; any still running at the end are killed."""
+    started: list[DaemonProcess] = []
+
+    def start(config: Path, *args: str, env: dict[str, str] | None = None) -> DaemonProcess:
+        d = DaemonProcess(config, *args, env=env)
+        started.append(d)
+        return d
+
+    yield start
+    for d in started:
+        if d.proc.poll() is None:
+            d.proc.kill()
+            d.proc.communicate()
+
+
+@pytest.fixture(autouse=True)
+async def _no_leaked_tasks() -> Any:
+    """Fail a test that leaves tasks running on its loop."""
+    yield
+    current = asyncio.current_task()
+    leaked = [t for t in asyncio.all_tasks() if t is not current and not t.done()]
+    for t in leaked:
+        t.cancel()
+    assert not leaked, f"test leaked tasks: {[t.get_name() for t in leaked]}"

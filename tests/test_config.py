@@ -1,0 +1,207 @@
+"""The config contract (SPEC §11): defaults, key-path errors, path resolution, reload plans."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from helpers import run_cli
+
+from swimmy.config import (
+    Config,
+    config_from_mapping,
+    load_config,
+    plan_reload,
+    render_toml,
+    webhook_urls,
+)
+from swimmy.errors import ConfigError
+
+
+class TestDefaults:
+    def test_empty_file_is_valid_and_spec_defaults_apply(self, tmp_path: Path) -> None:
+        """Every key has a default: an empty file loads, with the numbers SPEC.md gives."""
+        path = tmp_path / "empty.toml"
+        path.write_text("")
+        cfg = load_config(path)
+        assert cfg.telemetry.max_bytes == 32 * 1024 * 1024
+        assert cfg.telemetry.backups == 8
+        assert cfg.telemetry.queue_size == 100_000
+        assert cfg.telemetry.max_event_bytes == 64 * 1024
+        assert cfg.telemetry.fsync == "interval"
+        assert cfg.telemetry.fsync_interval_ms == 1000
+        assert cfg.telemetry.drain_timeout_sec == 10
+        assert cfg.heartbeat.interval_sec == 10
+        assert cfg.heartbeat.peer_timeout_sec == 60
+        assert cfg.zmq.pub_endpoint == "tcp://127.0.0.1:5556"
+        assert cfg.zmq.pull_endpoint == "tcp://127.0.0.1:5555"
+        assert cfg.zmq.backtest_endpoint == "tcp://127.0.0.1:5580"
+        assert cfg.zmq.result_endpoint == "tcp://127.0.0.1:5581"
+        assert cfg.zmq.max_message_bytes == 1024 * 1024
+        assert cfg.control.endpoint == "tcp://127.0.0.1:5590"
+        assert cfg.workers.embedded == 2
+        assert cfg.school.cycle_sec == 10
+        assert cfg.school.population_max == 2000
+        assert cfg.backtest.timeout_sec == 120
+        assert cfg.oos.window_days == 90
+        assert cfg.oos.request_interval_sec == 600
+        assert cfg.oos.min_sharpe == 0.35
+        assert (cfg.wfv.enabled, cfg.wfv.interval_sec, cfg.wfv.max_pending, cfg.wfv.max_per_run) == (True, 3600, 2, 1)
+        assert (cfg.wfv.split_ratio, cfg.wfv.pending_timeout_sec, cfg.wfv.affects_rank) == (0.2, 1800, False)
+        assert (cfg.ranks.B.sharpe, cfg.ranks.B.min_trades, cfg.ranks.A.sharpe, cfg.ranks.S.psr) == (0.15, 20, 0.45, 0.95)
+        assert cfg.discord.heartbeat_webhook_env == "SWIMMY_DISCORD_HEARTBEAT"
+        assert cfg.discord.heartbeat_interval_sec == 3600
+        assert cfg.snapshots.interval_sec == 60
+        assert cfg.metrics.listen == "127.0.0.1:9464"
+        assert (cfg.debug.enabled, cfg.debug.burst_on_start) == (False, 0)
+
+    def test_relative_paths_resolve_against_the_config_directory(self, tmp_path: Path) -> None:
+        """A relative path means relative to the config file, not to the working directory."""
+        (tmp_path / "etc").mkdir()
+        path = tmp_path / "etc" / "c.toml"
+        path.write_text('[telemetry]\npath = "../logs/t.jsonl"\n[school]\ndb_path = "/abs/school.db"\n')
+        cfg = load_config(path)
+        assert cfg.telemetry.path == tmp_path / "logs" / "t.jsonl"
+        assert cfg.school.db_path == Path("/abs/school.db")
+        assert cfg.snapshots.dir == tmp_path / "etc" / "var" / "snapshots"
+
+    def test_partial_rank_table_keeps_that_ranks_defaults(self) -> None:
+        """[ranks.S] with one key overrides only that key of S's criteria."""
+        cfg = config_from_mapping({"ranks": {"S": {"sharpe": 1.0}}}, base_dir=Path("/"))
+        assert cfg.ranks.S.sharpe == 1.0
+        assert cfg.ranks.S.psr == 0.95
+        assert cfg.ranks.S.profit_factor == 1.70
+
+    def test_sec_and_ms_keys_take_integers_or_floats(self) -> None:
+        """`_sec` and `_ms` keys accept both integers and floats."""
+        cfg = config_from_mapping({"heartbeat": {"interval_sec": 2}, "telemetry": {"fsync_interval_ms": 2.5}},
+                                  base_dir=Path("/"))
+        assert cfg.heartbeat.interval_sec == 2.0
+        assert cfg.telemetry.fsync_interval_ms == 2.5
+
+
+class TestErrors:
+    @pytest.mark.parametrize(
+        ("doc", "message"),
+        [
+            ({"wfv": {"max_pending": -1}}, "wfv.max_pending: must be >= 0, got -1"),
+            ({"wfv": {"bogus": 1}}, "wfv.bogus: unknown key"),
+            ({"nonsense": {}}, "nonsense: unknown key"),
+            ({"heartbeat": {"interval_sec": "ten"}}, "heartbeat.interval_sec: must be a number, got a string"),
+            ({"heartbeat": {"interval_sec": True}}, "heartbeat.interval_sec: must be a number, got a boolean"),
+            ({"workers": {"embedded": 1.5}}, "workers.embedded: must be an integer, got a float"),
+            ({"telemetry": {"fsync": "sometimes"}}, "telemetry.fsync: must be one of 'off', 'interval', 'always'"),
+            ({"telemetry": {"queue_size": 0}}, "telemetry.queue_size: must be >= 1, got 0"),
+            ({"wfv": {"split_ratio": 1.0}}, "wfv.split_ratio: must be < 1, got 1.0"),
+            ({"ranks": {"A": {"win_rate": 2}}}, "ranks.A.win_rate: must be <= 1, got 2.0"),
+            ({"zmq": {"pub_endpoint": "127.0.0.1:5556"}}, "zmq.pub_endpoint: must start with one of tcp://"),
+            ({"metrics": {"listen": "localhost"}}, "metrics.listen: must be HOST:PORT or empty to disable"),
+            ({"school": {"symbols": "EURUSD"}}, "school.symbols: must be an array of strings"),
+            ({"telemetry": 3}, "telemetry: must be a table"),
+        ],
+    )
+    def test_each_kind_of_error_names_its_key_path(self, doc: dict[str, object], message: str) -> None:
+        """Unknown keys, wrong types and out-of-range values are errors naming the key path."""
+        with pytest.raises(ConfigError) as info:
+            config_from_mapping(doc, base_dir=Path("/"))
+        assert any(p.startswith(message) for p in info.value.problems), info.value.problems
+
+    def test_all_problems_are_reported_at_once(self) -> None:
+        """An operator fixes a config in one pass: every bad key is listed."""
+        with pytest.raises(ConfigError) as info:
+            config_from_mapping({"wfv": {"max_pending": -1}, "heartbeat": {"bogus": 1}}, base_dir=Path("/"))
+        assert len(info.value.problems) == 2
+
+    def test_invalid_toml_names_the_file(self, tmp_path: Path) -> None:
+        """A syntax error says which file and where."""
+        path = tmp_path / "bad.toml"
+        path.write_text("[telemetry\n")
+        with pytest.raises(ConfigError, match="bad.toml: not valid TOML"):
+            load_config(path)
+
+
+class TestCli:
+    @pytest.mark.parametrize(
+        ("body", "key"),
+        [
+            ("[wfv]\nmax_pending = -1\n", "wfv.max_pending: must be >= 0, got -1"),
+            ("[telemetry]\nunknown_key = 1\n", "telemetry.unknown_key: unknown key"),
+            ('[heartbeat]\ninterval_sec = "x"\n', "heartbeat.interval_sec: must be a number"),
+        ],
+    )
+    @pytest.mark.parametrize("command", [["run"], ["config", "check"]])
+    def test_bad_config_exits_2_naming_the_key_before_touching_anything(
+        self, tmp_path: Path, body: str, key: str, command: list[str]
+    ) -> None:
+        """`swimmy run` and `config check` exit 2, name the key, and create no file or directory."""
+        path = tmp_path / "bad.toml"
+        path.write_text(body + '[school]\ndb_path = "state/school.db"\n')
+        result = run_cli(*command, "--config", str(path), cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert key in result.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
+
+    def test_missing_config_file_exits_2(self, tmp_path: Path) -> None:
+        """A config path that does not exist is a config error."""
+        result = run_cli("run", "--config", str(tmp_path / "nope.toml"))
+        assert result.returncode == 2
+        assert "nope.toml: cannot read config" in result.stderr
+
+    def test_config_check_prints_effective_config_with_secrets_redacted(self, tmp_path: Path) -> None:
+        """`config check` prints every section; the webhook URL from the environment never appears."""
+        path = tmp_path / "c.toml"
+        path.write_text("[heartbeat]\ninterval_sec = 3\n")
+        secret = "https://discord.example/api/webhooks/123/SECRET-TOKEN"
+        result = run_cli("config", "check", "--config", str(path), env={"SWIMMY_DISCORD_HEARTBEAT": secret})
+        assert result.returncode == 0, result.stderr
+        assert "[heartbeat]\ninterval_sec = 3.0" in result.stdout
+        assert "[ranks.S]" in result.stdout
+        assert "discord heartbeat webhook: set (redacted)" in result.stdout
+        assert "SECRET-TOKEN" not in result.stdout + result.stderr
+
+    def test_shipped_configs_are_valid(self) -> None:
+        """config/dev.toml and config/prod.toml load; prod uses absolute paths only."""
+        repo = Path(__file__).resolve().parent.parent
+        load_config(repo / "config" / "dev.toml")
+        prod = (repo / "config" / "prod.toml").read_text()
+        cfg = config_from_mapping(__import__("tomllib").loads(prod), base_dir=Path("/nonexistent-base"))
+        for p in (cfg.telemetry.path, cfg.school.db_path, cfg.school.data_dir, cfg.snapshots.dir):
+            assert not str(p).startswith("/nonexistent-base"), p
+
+
+class TestSecretsAndReload:
+    def test_webhooks_fall_back_to_each_other_and_never_print(self) -> None:
+        """Each webhook falls back to the other; the Secret's repr and str are '***'."""
+        cfg = Config().discord
+        heartbeat, alerts = webhook_urls(cfg, {"SWIMMY_DISCORD_ALERTS": "https://x/secret"})
+        assert heartbeat is not None and alerts is not None
+        assert heartbeat.reveal() == alerts.reveal() == "https://x/secret"
+        assert repr(heartbeat) == str(alerts) == "'***'"
+        assert "secret" not in f"{heartbeat} {alerts!r}"
+        assert webhook_urls(cfg, {}) == (None, None)
+
+    def test_reload_applies_reloadable_keys_and_lists_the_rest(self) -> None:
+        """A SIGHUP takes heartbeat/wfv/log_level from the new file but keeps telemetry.path."""
+        old = config_from_mapping({}, base_dir=Path("/a"))
+        new = config_from_mapping(
+            {"heartbeat": {"interval_sec": 3}, "wfv": {"max_pending": 5}, "telemetry": {"log_level": "debug",
+             "path": "/elsewhere.jsonl"}, "snapshots": {"interval_sec": 5, "dir": "/other"}},
+            base_dir=Path("/a"),
+        )
+        plan = plan_reload(old, new)
+        assert plan.config.heartbeat.interval_sec == 3
+        assert plan.config.wfv.max_pending == 5
+        assert plan.config.telemetry.log_level == "debug"
+        assert plan.config.snapshots.interval_sec == 5
+        assert plan.config.telemetry.path == old.telemetry.path
+        assert plan.config.snapshots.dir == old.snapshots.dir
+        assert plan.changed == ["heartbeat.interval_sec", "snapshots.interval_sec", "telemetry.log_level",
+                                "wfv.max_pending"]
+        assert plan.needs_restart == ["snapshots.dir", "telemetry.path"]
+
+    def test_render_is_valid_toml_that_loads_back_to_the_same_config(self, tmp_path: Path) -> None:
+        """The printed effective config is itself a valid config with the same hash."""
+        cfg = config_from_mapping({"wfv": {"max_pending": 4}}, base_dir=tmp_path)
+        again = tmp_path / "again.toml"
+        again.write_text(render_toml(cfg))
+        assert load_config(again).config_hash == cfg.config_hash
