@@ -298,7 +298,7 @@ def load_config(path: str | os.PathLike[str]) -> Config:
 def config_from_mapping(doc: Mapping[str, Any], *, base_dir: Path, source: Path | None = None) -> Config:
     """Validate a parsed document; raise ConfigError listing every bad key path."""
     problems: list[str] = []
-    values = _build(Config(), doc, "", base_dir, problems)
+    values: Config = _build(Config(), doc, "", base_dir, problems)
     if problems:
         raise ConfigError(problems)
     return dataclasses.replace(values, source=source)

@@ -11,6 +11,7 @@ before it drains.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -60,7 +61,10 @@ class Daemon:
         self.queue = EventQueue(cfg.telemetry.queue_size, time_fn=self.clock.time)
         self.emit = self.queue.emit
         self.encoder = Encoder(
-            run_id=self.run_id, pid=os.getpid(), host=socket.gethostname(), max_event_bytes=cfg.telemetry.max_event_bytes
+            run_id=self.run_id,
+            pid=os.getpid(),
+            host=socket.gethostname(),
+            max_event_bytes=cfg.telemetry.max_event_bytes,
         )
         self.progress = Progress(self.clock.monotonic)
         self.writer = TelemetryWriter(
@@ -236,10 +240,8 @@ class Daemon:
                 else:
                     timeout = min(timeout, left)
             self._wakeup.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
-            except TimeoutError:
-                pass
 
     def _reload(self) -> None:
         """SIGHUP: reopen the telemetry file, then apply the reloadable keys of the file as it is now."""
@@ -274,10 +276,12 @@ class Daemon:
         burst_id = str(uuid.uuid4())
         emit = self.emit
         for start in range(0, count, BURST_CHUNK):
-            while len(self.queue) > self.queue.maxsize - BURST_CHUNK:
+            # A test facility: polling for room keeps the queue free of a second, producer-side waiter.
+            while len(self.queue) > self.queue.maxsize - BURST_CHUNK:  # noqa: ASYNC110
                 await asyncio.sleep(0.001)
             for i in range(start, min(start + BURST_CHUNK, count)):
-                emit("debug.burst", service="core", severity="debug", correlation_id=burst_id, data={"i": i, "n": count})
+                emit("debug.burst", service="core", severity="debug", correlation_id=burst_id,
+                     data={"i": i, "n": count})
             await asyncio.sleep(0)
 
     # -- shutdown ----------------------------------------------------------------------------
@@ -308,10 +312,8 @@ class Daemon:
         code = 0
         deadline = time.monotonic() + self.cfg.telemetry.drain_timeout_sec
         assert self._writer_task is not None
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.writer.flush(), timeout=self.cfg.telemetry.drain_timeout_sec)
-        except TimeoutError:
-            pass
         self.emit(
             "daemon.stopped",
             service="core",

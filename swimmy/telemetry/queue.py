@@ -113,13 +113,15 @@ class EventQueue:
         self, t: float, log_type: str, event_type: str, service: str, severity: str, cid: Any, data: Any
     ) -> None:
         loop = self._loop
-        try:
-            if loop is None:
-                raise RuntimeError("no loop bound")
-            loop.call_soon_threadsafe(self._accept, t, log_type, event_type, service, severity, cid, data)
-        except RuntimeError:  # no loop yet, or it closed: the event cannot be accepted any more
-            self.dropped_after_close += 1
-            self.dropped_total += 1
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._accept, t, log_type, event_type, service, severity, cid, data)
+            except RuntimeError:  # the loop closed: the event cannot be accepted any more
+                pass
+            else:
+                return
+        self.dropped_after_close += 1
+        self.dropped_total += 1
 
     # -- consumer side -----------------------------------------------------------------------
 
@@ -146,14 +148,14 @@ class EventQueue:
     def __len__(self) -> int:
         return len(self._items)
 
-    async def wait(self, timeout: float) -> None:
-        """Wait until something is queued, the queue closes, or `timeout` passes."""
+    async def wait(self, max_wait_sec: float) -> None:
+        """Wait until something is queued, the queue closes, or `max_wait_sec` passes."""
         if self._items or self._closed:
             return
         loop = asyncio.get_running_loop()
         waiter = loop.create_future()
         self._waiter = waiter
-        handle = loop.call_later(timeout, _resolve, waiter)
+        handle = loop.call_later(max_wait_sec, _resolve, waiter)
         try:
             await waiter
         finally:

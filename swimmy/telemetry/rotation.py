@@ -6,6 +6,7 @@ is computed from the suffixes that exist, so it is tested without a disk.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 from dataclasses import dataclass
@@ -70,7 +71,5 @@ def prune_backups(path: Path, backups: int) -> tuple[int, ...]:
 
 
 def _unlink(p: Path) -> None:
-    try:
+    with contextlib.suppress(FileNotFoundError):
         os.unlink(p)
-    except FileNotFoundError:
-        pass

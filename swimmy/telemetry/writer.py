@@ -278,7 +278,11 @@ class TelemetryWriter:
             service="telemetry",
             severity="warning",
             correlation_id=self.encoder.run_id,
-            data={"dropped": sum(drops.values()), "dropped_total": self.queue.dropped_total, "by_event_type": dict(drops)},
+            data={
+                "dropped": sum(drops.values()),
+                "dropped_total": self.queue.dropped_total,
+                "by_event_type": dict(drops),
+            },
         )
 
     # -- the file ----------------------------------------------------------------------------
@@ -361,9 +365,9 @@ class TelemetryWriter:
             await self._fsync(self._fd)
 
     async def _sync_if_due(self) -> None:
-        if self._dirty and self._fd is not None and self.cfg.fsync == "interval":
-            if self._monotonic() - self._last_sync >= self.cfg.fsync_interval_ms / 1000:
-                await self._fsync(self._fd)
+        due = self._monotonic() - self._last_sync >= self.cfg.fsync_interval_ms / 1000
+        if self._dirty and self._fd is not None and self.cfg.fsync == "interval" and due:
+            await self._fsync(self._fd)
 
     def _idle_timeout(self) -> float:
         timeout = TICK_SEC

@@ -1,0 +1,102 @@
+"""A full disk (a small tmpfs): survived without a torn line, then recovered from (SPEC §2.3)."""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import read_events, wait_until, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def fill(disk: Path, keep_free: int) -> Path:
+    """A filler file that leaves about `keep_free` bytes free on `disk`."""
+    st = os.statvfs(disk)
+    free = st.f_bavail * st.f_frsize
+    filler = disk / "filler"
+    filler.write_bytes(b"\0" * max(0, free - keep_free))
+    return filler
+
+
+def assert_whole_lines(path: Path) -> list[dict[str, Any]]:
+    """Every line parses and the file ends with a newline (read_events fails on a torn line)."""
+    return read_events(path)
+
+
+def test_full_disk_is_survived_and_recovered(small_disk: Path, daemon_factory: Any, tmp_path: Path) -> None:
+    """ENOSPC: the daemon runs on, no line is torn; after space is freed, telemetry.recovered and events flow."""
+    telemetry = small_disk / "telemetry.jsonl"
+    config = write_config(
+        tmp_path,
+        {"telemetry": {"path": str(telemetry), "queue_size": 200_000}, "debug": {"burst_on_start": 3000}},
+    )
+    filler = fill(small_disk, keep_free=96 * 1024)
+    daemon = daemon_factory(config)
+
+    def disk_full_and_writer_stuck() -> bool:
+        if not telemetry.exists():
+            return False
+        size = telemetry.stat().st_size
+        st = os.statvfs(small_disk)
+        return st.f_bavail * st.f_frsize < 4096 and size > 0
+
+    wait_until(disk_full_and_writer_stuck, 20, "the disk to fill")
+    before = assert_whole_lines(telemetry)
+    assert daemon.proc.poll() is None, "the daemon died of a full disk"
+    assert "telemetry.recovered" not in {e["event_type"] for e in before}
+
+    filler.unlink()
+    events = wait_until(
+        lambda: (
+            (ev := assert_whole_lines(telemetry))
+            and any(e["event_type"] == "telemetry.recovered" for e in ev)
+            and sum(e["event_type"] == "debug.burst" for e in ev) == 3000
+            and ev
+        ),
+        30,
+        "telemetry.recovered and the rest of the burst",
+    )
+    assert daemon.proc.poll() is None
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(30) == 0, daemon.stderr
+    events = assert_whole_lines(telemetry)
+    types = [e["event_type"] for e in events]
+    recovered = events[types.index("telemetry.recovered")]
+    assert recovered["severity"] == "warning"
+    assert recovered["data"]["failed_writes"] >= 1
+    assert recovered["data"]["outage_sec"] > 0
+    failing = events[types.index("telemetry.failing")]
+    assert "ENOSPC" in failing["data"]["error"]
+    assert types.index("telemetry.recovered") == len(before), "recovered must be the first line after the outage"
+    assert sorted(e["seq"] for e in events) == list(range(1, len(events) + 1)), "an accepted event was lost"
+    assert types[-1] == "daemon.stopped"
+
+
+def test_drain_that_cannot_finish_exits_1_and_counts_the_loss(
+    small_disk: Path, daemon_factory: Any, tmp_path: Path
+) -> None:
+    """Stop on a full disk: past drain_timeout_sec the loss is said on stderr and the exit code is 1."""
+    telemetry = small_disk / "telemetry.jsonl"
+    config = write_config(
+        tmp_path,
+        {"telemetry": {"path": str(telemetry), "drain_timeout_sec": 1.5}, "debug": {"burst_on_start": 3000}},
+    )
+    fill(small_disk, keep_free=32 * 1024)
+    daemon = daemon_factory(config)
+    wait_until(
+        lambda: telemetry.exists() and os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize < 4096,
+        20,
+        "the disk to fill",
+    )
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(30) == 1
+    assert "telemetry drain did not finish within 1.5s" in daemon.stderr
+    assert "ENOSPC" in daemon.stderr
+    lost = int(daemon.stderr.split("events lost")[0].rsplit(":", 1)[1].strip())
+    written = len(assert_whole_lines(telemetry))
+    assert lost > 0
+    assert written + lost >= 3000
