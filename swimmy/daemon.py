@@ -68,7 +68,11 @@ class Daemon:
         )
         self.progress = Progress(self.clock.monotonic)
         self.writer = TelemetryWriter(
-            cfg.telemetry, self.queue, self.encoder, on_progress=self.progress.beater("telemetry-writer")
+            cfg.telemetry,
+            self.queue,
+            self.encoder,
+            on_progress=self.progress.beater("telemetry-writer"),
+            on_state_change=self._on_telemetry_state,
         )
         self.loopwatch = LoopWatch(self.emit, self.run_id)
         self._locks = [
@@ -161,6 +165,13 @@ class Daemon:
             telemetry=str(self.cfg.telemetry.path),
             hint=f"watch it: swimmy tail -f --path {self.cfg.telemetry.path}",
         )
+
+    def _on_telemetry_state(self, failing: bool) -> None:
+        if failing:
+            log.error("telemetry writes are failing; events are kept and retried", error=self.writer.last_error,
+                      path=str(self.cfg.telemetry.path))
+        else:
+            log.warning("telemetry writes recovered", path=str(self.cfg.telemetry.path))
 
     def _on_sighup(self) -> None:
         self._reload_requested = True
@@ -270,6 +281,7 @@ class Daemon:
             correlation_id=self.run_id,
             data={"changed": plan.changed, "needs_restart": plan.needs_restart, "config_hash": self.cfg.config_hash},
         )
+        log.info("config reloaded", changed=plan.changed, needs_restart=plan.needs_restart)
 
     async def _burst(self, count: int) -> None:
         """[debug] burst_on_start: `count` synthetic events, in chunks that wait for room in the queue."""
@@ -290,6 +302,7 @@ class Daemon:
         if self._stopping_emitted:
             return
         self._stopping_emitted = True
+        log.info("swimmy stopping", reason=self._stop_reason or "unknown", queued=len(self.queue))
         self.emit(
             "daemon.stopping",
             service="core",
@@ -344,6 +357,10 @@ class Daemon:
         if self.queue.dropped_after_close:
             print(f"swimmy: {self.queue.dropped_after_close} events emitted after the writer closed were lost",
                   file=self.stderr, flush=True)
+        if code == 0:
+            # Plain stderr: the log bridge's queue is closed by now.
+            print(f"swimmy: stopped ({self._stop_reason}); {self.writer.written} events written, "
+                  f"{self.queue.dropped_total} dropped", file=self.stderr, flush=True)
         reset_logging()
         for lock in self._locks:
             lock.release()
