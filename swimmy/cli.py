@@ -40,6 +40,22 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--correlation", metavar="ID")
     tail.add_argument("--since", metavar="AGE", help="10m, 2h, 1d or an RFC 3339 time; reads the backups too")
     tail.add_argument("--json", action="store_true", help="print the raw JSON lines")
+
+    heartbeat = commands.add_parser("heartbeat", help="heartbeat tools")
+    heartbeat_commands = heartbeat.add_subparsers(dest="heartbeat_command", required=True, metavar="SUBCOMMAND")
+    now = heartbeat_commands.add_parser("now", help="ask the running daemon to send a heartbeat now")
+    now.add_argument("--config", required=True, type=Path)
+    now.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="give up after (default 5)")
+
+    keys = commands.add_parser("keys", help="CurveZMQ keys")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="SUBCOMMAND")
+    generate = keys_commands.add_parser("generate", help="make a server and a client keypair")
+    generate.add_argument("--out", required=True, type=Path, help="directory for the key files")
+
+    peer = commands.add_parser("peer", help="developer tool: subscribe to the heartbeats and ack each one")
+    peer.add_argument("--config", required=True, type=Path)
+    peer.add_argument("--source", default="peer-cli", help="our name in the acks (default peer-cli)")
+    peer.add_argument("--count", type=int, help="stop after this many heartbeats")
     return parser
 
 
@@ -53,6 +69,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _config_check(args)
         if args.command == "tail":
             return _tail(args)
+        if args.command == "heartbeat":
+            return _control(args.config, "heartbeat.now", {}, args.timeout)
+        if args.command == "keys":
+            return _keys_generate(args.out)
+        if args.command == "peer":
+            return _peer(args)
     except ConfigError as exc:
         print("swimmy: invalid config:\n  " + "\n  ".join(exc.problems), file=sys.stderr)
         return exc.exit_code
@@ -74,6 +96,67 @@ def _run(args: argparse.Namespace) -> int:
     from swimmy.daemon import Daemon
 
     return uvloop.run(Daemon(cfg, exit_after_sec=args.exit_after).serve())
+
+
+def _control(config: Path, command: str, command_args: dict[str, object], timeout_sec: float) -> int:
+    """Send one command to the daemon of this config; print the reply; its exit code is ours."""
+    import asyncio
+
+    from swimmy.control import ControlUnavailableError, request
+    from swimmy.wire.security import uses_curve
+    from swimmy.wire.zmq import Wire, load_curve_keys
+
+    cfg = load_config(config)
+    endpoint = cfg.control.endpoint
+    curve = uses_curve(cfg.zmq, endpoint)
+    wire = Wire(cfg.zmq, load_curve_keys(cfg.zmq) if curve else None)
+    try:
+        reply = asyncio.run(request(wire, endpoint, command, command_args, timeout_sec=timeout_sec, curve=curve))
+    except ControlUnavailableError as exc:
+        print(f"swimmy: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        wire.close()
+    if reply.get("ok"):
+        for key, value in (reply.get("result") or {}).items():
+            print(f"{key}: {value}")
+        return 0
+    print(f"swimmy: {command}: {reply.get('error')}", file=sys.stderr)
+    code = reply.get("exit_code")
+    return code if isinstance(code, int) and code in (1, 2) else 1
+
+
+def _keys_generate(out: Path) -> int:
+    from swimmy.wire.zmq import generate_keys
+
+    made = generate_keys(out)
+    for path in made:
+        print(path)
+    print(
+        f"""
+# daemon (server) config:
+#   [zmq] curve_secret_key_file = "{out / 'server.key_secret'}"
+#         curve_public_key_file = "{out / 'server.key'}"
+#         curve_authorized_keys_dir = "{out / 'authorized'}"
+# worker / peer (client) config:
+#   [zmq] curve_secret_key_file = "{out / 'client.key_secret'}"
+#         curve_public_key_file = "{out / 'client.key'}"
+#         curve_server_public_key_file = "{out / 'server.key'}"
+""".rstrip()
+    )
+    return 0
+
+
+def _peer(args: argparse.Namespace) -> int:
+    import asyncio
+
+    from swimmy.peer import run_peer
+
+    cfg = load_config(args.config)
+    try:
+        return asyncio.run(run_peer(cfg, args.source, args.count))
+    except KeyboardInterrupt:
+        return 0
 
 
 def _config_check(args: argparse.Namespace) -> int:

@@ -25,15 +25,22 @@ import structlog
 
 from swimmy import __version__
 from swimmy.clock import Clock, SystemClock
+from swimmy.commands import build_commands
 from swimmy.config import Config, load_config, plan_reload
+from swimmy.control import ControlServer
+from swimmy.dispatcher import Dispatcher, heartbeat_handler
 from swimmy.errors import ConfigError
 from swimmy.health import Progress
+from swimmy.heartbeat import HeartbeatPublisher
 from swimmy.lockfile import LockFile
 from swimmy.loopwatch import LoopWatch, dump_tasks
+from swimmy.peers import PeerMonitor, PeerTable
 from swimmy.telemetry.envelope import Encoder
 from swimmy.telemetry.logbridge import LogBridge, configure_logging, reset_logging
 from swimmy.telemetry.queue import EventQueue
 from swimmy.telemetry.writer import TelemetryWriter
+from swimmy.wire.security import plan_security
+from swimmy.wire.zmq import PUB, PULL, ROUTER, CurveKeys, Wire, ZMQError, load_curve_keys, try_send
 
 GRACE_SEC = 5.0  # in-flight work gets this long after a stop request; a second signal skips it
 SUPERVISE_TICK_SEC = 1.0
@@ -91,17 +98,44 @@ class Daemon:
         self._stop_requested: asyncio.Event | None = None
         self._forced: asyncio.Event | None = None
         self._signals: list[signal.Signals] = []
+        self._curve: frozenset[str] = frozenset()
+        self.wire: Wire | None = None
+        self._pull_sockets: list[Any] = []
+        self.publisher: HeartbeatPublisher | None = None
+        self.peers: PeerMonitor | None = None
+        self.dispatcher: Dispatcher | None = None
+        self.control: ControlServer | None = None
 
     # -- public ------------------------------------------------------------------------------
 
     async def serve(self) -> int:
-        """Run until a stop signal, --exit-after or a crash; return the process exit code."""
-        self._startup()
-        code = 0
+        """Run until a stop signal, --exit-after or a crash; return the process exit code.
+
+        ConfigError (security plan, key files) and LockHeldError propagate before anything
+        is touched; the CLI turns them into exit 2.
+        """
+        security = plan_security(self.cfg.zmq, self.cfg.control.endpoint)
+        if security.problems:
+            raise ConfigError(list(security.problems))
+        keys = load_curve_keys(self.cfg.zmq) if security.curve_endpoints else None
+        self._curve = security.curve_endpoints
+        self._acquire_locks()
+        code = 1
         try:
-            code = await self._serve()
+            self._start_telemetry()
+            try:
+                self._open_sockets(keys)
+            except ZMQError as exc:
+                self._stop_reason = f"startup failed: {exc}"
+                log.error("cannot bind a socket", error=str(exc))
+                print(f"swimmy: {exc}", file=self.stderr, flush=True)
+            else:
+                self._install_signals()
+                code = await self._serve()
         finally:
             code = max(code, await self._shutdown())
+            for lock in self._locks:
+                lock.release()
         return code
 
     def request_stop(self, reason: str) -> None:
@@ -117,7 +151,7 @@ class Daemon:
 
     # -- startup -----------------------------------------------------------------------------
 
-    def _startup(self) -> None:
+    def _acquire_locks(self) -> None:
         acquired: list[LockFile] = []
         try:
             for lock in self._locks:
@@ -127,6 +161,8 @@ class Daemon:
             for lock in acquired:
                 lock.release()
             raise
+
+    def _start_telemetry(self) -> None:
         loop = asyncio.get_running_loop()
         self._wakeup = asyncio.Event()
         self._stop_requested = asyncio.Event()
@@ -150,6 +186,55 @@ class Daemon:
                 "pruned_backups": list(pruned),
             },
         )
+
+    def _open_sockets(self, keys: CurveKeys | None) -> None:
+        """Bind every endpoint and build the services that own them. Raises ZMQError naming the endpoint."""
+        cfg = self.cfg
+        wire = self.wire = Wire(cfg.zmq, keys)
+
+        def bind(kind: int, key: str, endpoint: str) -> Any:
+            try:
+                return wire.bind(kind, endpoint, curve=endpoint in self._curve)
+            except ZMQError as exc:
+                raise ZMQError(exc.errno, f"cannot bind {key} {endpoint}: {exc.strerror}") from None
+
+        pub = bind(PUB, "zmq.pub_endpoint", cfg.zmq.pub_endpoint)
+        self._pull_sockets = [
+            bind(PULL, "zmq.pull_endpoint", cfg.zmq.pull_endpoint),
+            bind(PULL, "zmq.result_endpoint", cfg.zmq.result_endpoint),
+        ]
+        control_sock = bind(ROUTER, "control.endpoint", cfg.control.endpoint)
+        self.publisher = HeartbeatPublisher(
+            lambda frames: try_send(pub, frames),
+            self.emit,
+            self.clock,
+            interval_sec=cfg.heartbeat.interval_sec,
+            version=__version__,
+            config_hash=cfg.config_hash,
+            status=self.health_status,
+            on_progress=self.progress.beater("heartbeat"),
+        )
+        self.peers = PeerMonitor(PeerTable(cfg.heartbeat.peer_timeout_sec), self.emit, self.clock,
+                                 on_progress=self.progress.beater("peer-monitor"))
+        self.dispatcher = Dispatcher(self.emit, self.clock, max_message_bytes=cfg.zmq.max_message_bytes,
+                                     on_progress=self.progress.beater("dispatcher"))
+        self.dispatcher.register("HEARTBEAT", heartbeat_handler(self.emit, self.peers.heard, self.publisher.rtt_ms))
+        self.control = ControlServer(control_sock, self.emit, build_commands(self),
+                                     on_progress=self.progress.beater("control"))
+
+    def health_status(self) -> str:
+        """OK, or DEGRADED when the daemon knows something is wrong."""
+        return "DEGRADED" if self.degraded_reasons() else "OK"
+
+    def degraded_reasons(self) -> list[str]:
+        """What is wrong now, in words an operator can act on."""
+        reasons = []
+        if self.writer.failing:
+            reasons.append(f"telemetry writes failing: {self.writer.last_error}")
+        return reasons
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
         for sig, handler in (
             (signal.SIGTERM, lambda: self.request_stop("SIGTERM")),
             (signal.SIGINT, lambda: self.request_stop("SIGINT")),
@@ -189,18 +274,21 @@ class Daemon:
 
     async def _serve(self) -> int:
         assert self._stop_requested is not None and self._forced is not None
-        work: list[asyncio.Task[Any]] = []
+        work: list[asyncio.Task[Any]] = []  # finishes on its own: gets the grace period
+        loops: list[asyncio.Task[Any]] = []  # runs until cancelled: stopped at once (stop taking new work)
         crashed = False
         try:
             async with asyncio.TaskGroup() as tg:
                 supervisor = tg.create_task(self._supervise(), name="supervisor")
 
-                def start(coro: Coroutine[Any, Any, Any], name: str) -> None:
-                    work.append(tg.create_task(coro, name=name))
+                def start(coro: Coroutine[Any, Any, Any], name: str, *, finite: bool = False) -> None:
+                    (work if finite else loops).append(tg.create_task(coro, name=name))
 
                 self._start_services(start)
                 await self._stop_requested.wait()
                 self._emit_stopping()
+                for task in loops:
+                    task.cancel(f"swimmy stopping: {self._stop_reason}")
                 await self._grace(work)
                 for task in [*work, supervisor]:
                     task.cancel(f"swimmy stopping: {self._stop_reason}")
@@ -212,10 +300,16 @@ class Daemon:
             crashed = True
         return 1 if crashed else 0
 
-    def _start_services(self, start: Callable[[Coroutine[Any, Any, Any], str], None]) -> None:
+    def _start_services(self, start: Callable[..., None]) -> None:
         """Every long-lived service is started here (the later issues add theirs)."""
+        assert self.publisher is not None and self.peers is not None
+        assert self.dispatcher is not None and self.control is not None
+        start(self.publisher.run(), "heartbeat")
+        start(self.dispatcher.run(self._pull_sockets), "dispatcher")
+        start(self.peers.run(), "peer-monitor")
+        start(self.control.run(), "control")
         if self.cfg.debug.burst_on_start:
-            start(self._burst(self.cfg.debug.burst_on_start), "debug-burst")
+            start(self._burst(self.cfg.debug.burst_on_start), "debug-burst", finite=True)
 
     async def _grace(self, work: list[asyncio.Task[Any]]) -> None:
         """Let in-flight work finish for up to GRACE_SEC, or until a second stop signal."""
@@ -275,6 +369,9 @@ class Daemon:
         self.cfg = plan.config
         if self._bridge is not None:
             self._bridge.level = self.cfg.telemetry.log_level
+        if self.publisher is not None and self.peers is not None:
+            self.publisher.interval_sec = self.cfg.heartbeat.interval_sec
+            self.peers.table.timeout_sec = self.cfg.heartbeat.peer_timeout_sec
         self.emit(
             "config.reloaded",
             service="core",
@@ -310,12 +407,18 @@ class Daemon:
             data={"reason": self._stop_reason or "unknown", "uptime_sec": self._uptime(), "queued": len(self.queue)},
         )
 
+    async def burst(self, count: int) -> None:
+        """Emit `count` debug.burst events (start-up burst and the debug.emit_burst command)."""
+        await self._burst(count)
+
     def _uptime(self) -> float:
         return round(self.clock.monotonic() - self._started_at, 3)
 
     async def _shutdown(self) -> int:
         self._emit_stopping()
         self.loopwatch.stop()
+        if self.wire is not None:
+            self.wire.close()  # LINGER bounds this even with a peer gone and its queue full
         loop = asyncio.get_running_loop()
         for sig in self._signals:
             loop.remove_signal_handler(sig)
@@ -324,7 +427,8 @@ class Daemon:
             loop.add_signal_handler(sig, lambda: None)
         code = 0
         deadline = time.monotonic() + self.cfg.telemetry.drain_timeout_sec
-        assert self._writer_task is not None
+        if self._writer_task is None:
+            return 1  # start-up failed before the writer existed
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.writer.flush(), timeout=self.cfg.telemetry.drain_timeout_sec)
         self.emit(
@@ -362,6 +466,4 @@ class Daemon:
             print(f"swimmy: stopped ({self._stop_reason}); {self.writer.written} events written, "
                   f"{self.queue.dropped_total} dropped", file=self.stderr, flush=True)
         reset_logging()
-        for lock in self._locks:
-            lock.release()
         return code

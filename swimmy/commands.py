@@ -1,0 +1,65 @@
+"""The control commands the daemon serves (`swimmy heartbeat now`, the debug hooks, ...)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import TYPE_CHECKING, Any
+
+from swimmy import __version__
+from swimmy.control import Command, CommandError
+
+if TYPE_CHECKING:
+    from swimmy.daemon import Daemon
+
+MAX_BLOCK_SEC = 30.0
+
+
+def build_commands(daemon: Daemon) -> dict[str, Command]:
+    """The command table; the debug hooks exist only with [debug] enabled."""
+
+    async def ping(args: dict[str, Any]) -> dict[str, Any]:
+        return {"run_id": daemon.run_id, "version": __version__, "status": daemon.health_status()}
+
+    async def heartbeat_now(args: dict[str, Any]) -> dict[str, Any]:
+        assert daemon.publisher is not None
+        hb_id = daemon.publisher.send_now()
+        if hb_id is None:
+            raise CommandError("the heartbeat could not be sent: the PUB socket refused it")
+        return {
+            "heartbeat_id": hb_id,
+            "pub": "sent",
+            "discord": "not available yet: the Discord notifier is not part of this build",
+        }
+
+    commands: dict[str, Command] = {"ping": ping, "heartbeat.now": heartbeat_now}
+    if not daemon.cfg.debug.enabled:
+        return commands
+
+    async def emit_burst(args: dict[str, Any]) -> dict[str, Any]:
+        count = _number(args, "count", 1000, int)
+        await daemon.burst(count)
+        return {"emitted": count}
+
+    async def block_loop(args: dict[str, Any]) -> dict[str, Any]:
+        seconds = min(_number(args, "seconds", 2.0, float), MAX_BLOCK_SEC)
+        # Deliberately wedges the event loop: how tests prove the lag dump and the watchdog gate.
+        await asyncio.sleep(0.05)  # let the reply of an earlier command leave first
+        time.sleep(seconds)  # noqa: ASYNC251
+        return {"blocked_sec": seconds}
+
+    async def stall_writer(args: dict[str, Any]) -> dict[str, Any]:
+        seconds = min(_number(args, "seconds", 5.0, float), MAX_BLOCK_SEC * 10)
+        daemon.writer.stall_sec = seconds
+        return {"stalled_sec": seconds}
+
+    commands.update({"debug.emit_burst": emit_burst, "debug.block_loop": block_loop,
+                     "debug.stall_writer": stall_writer})
+    return commands
+
+
+def _number(args: dict[str, Any], key: str, default: float, kind: type) -> Any:
+    value = args.get(key, default)
+    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+        raise CommandError(f"{key}: must be a number >= 0, got {value!r}", 2)
+    return kind(value)

@@ -1,0 +1,116 @@
+"""Peer liveness (SPEC §3): a pure state machine per source, and a thin task that ticks it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from swimmy.clock import Clock
+from swimmy.telemetry.queue import Emit
+
+MAX_PEERS = 1024  # sources come from the network: bound the table
+TICK_SEC = 1.0
+
+
+@dataclass(frozen=True)
+class Transition:
+    """A peer went silent or came back; `silent_sec` is how long it had been quiet."""
+
+    kind: str  # "silent" | "recovered"
+    source: str
+    silent_sec: float
+
+
+@dataclass
+class _Peer:
+    last_heard: float
+    silent: bool = False
+
+
+class PeerTable:
+    """Last-heard times per source; transitions only on a change (one silent, then one recovered)."""
+
+    def __init__(self, timeout_sec: float, max_peers: int = MAX_PEERS) -> None:
+        self.timeout_sec = timeout_sec
+        self.max_peers = max_peers
+        self._peers: dict[str, _Peer] = {}
+
+    def heard(self, source: str, now: float) -> Transition | None:
+        """Record a heartbeat; a recovered transition if the peer had been declared silent.
+
+        Returns None and records nothing for a new source beyond `max_peers`.
+        """
+        peer = self._peers.get(source)
+        if peer is None:
+            if len(self._peers) >= self.max_peers:
+                return None
+            self._peers[source] = _Peer(now)
+            return None
+        transition = None
+        if peer.silent:
+            transition = Transition("recovered", source, round(now - peer.last_heard, 3))
+        peer.last_heard = now
+        peer.silent = False
+        return transition
+
+    def check(self, now: float) -> list[Transition]:
+        """Peers that have just passed the timeout without a word."""
+        out = []
+        for source, peer in self._peers.items():
+            if not peer.silent and now - peer.last_heard > self.timeout_sec:
+                peer.silent = True
+                out.append(Transition("silent", source, round(now - peer.last_heard, 3)))
+        return out
+
+    def known(self, source: str) -> bool:
+        """Whether the table tracks this source."""
+        return source in self._peers
+
+    def ages(self, now: float) -> dict[str, float]:
+        """Seconds since each peer was last heard."""
+        return {s: round(now - p.last_heard, 3) for s, p in self._peers.items()}
+
+    def silent(self) -> list[str]:
+        """Sources currently declared silent."""
+        return [s for s, p in self._peers.items() if p.silent]
+
+
+class PeerMonitor:
+    """Emits peer.silent / peer.recovered from the table; the dispatcher feeds `heard`."""
+
+    def __init__(self, table: PeerTable, emit: Emit, clock: Clock, *,
+                 on_progress: Callable[[], None] | None = None,
+                 on_transition: Callable[[Transition], None] | None = None) -> None:
+        self.table = table
+        self._emit = emit
+        self._clock = clock
+        self._on_progress = on_progress or (lambda: None)
+        self._on_transition = on_transition or (lambda t: None)
+
+    def heard(self, source: str) -> None:
+        """A peer spoke."""
+        transition = self.table.heard(source, self._clock.monotonic())
+        if transition is not None:
+            self._report(transition)
+
+    def check(self) -> None:
+        """Declare the peers that went quiet."""
+        for transition in self.table.check(self._clock.monotonic()):
+            self._report(transition)
+
+    def _report(self, t: Transition) -> None:
+        self._emit(
+            f"peer.{t.kind}",
+            service="dispatcher",
+            severity="warning" if t.kind == "silent" else "info",
+            correlation_id=t.source,
+            data={"source": t.source, "silent_sec": t.silent_sec},
+        )
+        self._on_transition(t)
+
+    async def run(self) -> None:
+        """Tick once a second."""
+        while True:
+            self._on_progress()
+            self.check()
+            await self._clock.sleep(TICK_SEC)

@@ -1,0 +1,1 @@
+"""The wire: message parsing (pure) and the ZeroMQ adapter (the only zmq importer)."""

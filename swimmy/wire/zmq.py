@@ -1,0 +1,218 @@
+"""The ZeroMQ adapter: the only module that imports zmq.
+
+Sockets are made here with the options that keep the loop safe: a bounded
+LINGER (shutdown never hangs on a gone peer), SNDHWM/RCVHWM, ZMQ_MAXMSGSIZE as
+a 4x memory guard behind the application's own size check, and CurveZMQ where
+the security plan says so. Every send is non-blocking.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.asyncio
+import zmq.auth
+from zmq.auth.asyncio import AsyncioAuthenticator
+
+from swimmy.config import ZmqConfig
+from swimmy.errors import ConfigError
+
+PUB = zmq.PUB
+SUB = zmq.SUB
+PUSH = zmq.PUSH
+PULL = zmq.PULL
+ROUTER = zmq.ROUTER
+DEALER = zmq.DEALER
+POLLIN = zmq.POLLIN
+Socket = zmq.asyncio.Socket
+Poller = zmq.asyncio.Poller
+ZMQError = zmq.ZMQError
+
+
+@dataclass(frozen=True)
+class CurveKeys:
+    """Our keypair (z85 bytes), the server key a client must trust, and the client keys we accept."""
+
+    public: bytes
+    secret: bytes
+    server_public: bytes | None = None
+    authorized: frozenset[bytes] = field(default_factory=frozenset)
+
+
+def load_curve_keys(cfg: ZmqConfig) -> CurveKeys:
+    """Read the key files named in [zmq]; a missing or bad file is a ConfigError naming its key."""
+
+    def read(key: str, path: Path | None, want_secret: bool) -> bytes:
+        if path is None:
+            raise ConfigError([f"zmq.{key}: not set"])
+        try:
+            public, secret = zmq.auth.load_certificate(path)
+        except (OSError, ValueError) as exc:
+            raise ConfigError([f"zmq.{key}: cannot load key file {path}: {exc}"]) from None
+        if want_secret:
+            if secret is None:
+                raise ConfigError([f"zmq.{key}: {path} holds no secret key"])
+            return secret
+        return public
+
+    secret = read("curve_secret_key_file", cfg.curve_secret_key_file, True)
+    public = read("curve_public_key_file", cfg.curve_public_key_file, False)
+    server_public = None
+    if cfg.curve_server_public_key_file is not None:
+        server_public = read("curve_server_public_key_file", cfg.curve_server_public_key_file, False)
+    authorized: set[bytes] = {public}  # the daemon's own key: the CLI on this host speaks with it
+    if cfg.curve_authorized_keys_dir is not None:
+        if not cfg.curve_authorized_keys_dir.is_dir():
+            raise ConfigError([f"zmq.curve_authorized_keys_dir: {cfg.curve_authorized_keys_dir} is not a directory"])
+        authorized |= set(zmq.auth.load_certificates(cfg.curve_authorized_keys_dir))
+    return CurveKeys(public, secret, server_public, frozenset(authorized))
+
+
+def generate_keys(out: Path) -> list[Path]:
+    """A server keypair, a client keypair and an authorized/ dir trusting the client; secrets are 0600."""
+    out.mkdir(parents=True, exist_ok=True)
+    made: list[Path] = []
+    for name in ("server", "client"):
+        public, secret = zmq.auth.create_certificates(out, name)
+        os.chmod(secret, 0o600)
+        made += [Path(public), Path(secret)]
+    authorized = out / "authorized"
+    authorized.mkdir(exist_ok=True)
+    shutil.copy(out / "client.key", authorized / "client.key")
+    made.append(authorized / "client.key")
+    return made
+
+
+class _KeyRing:
+    """The ZAP credentials provider: a client gets through only with an authorised public key."""
+
+    def __init__(self, authorized: Iterable[bytes]) -> None:
+        self.authorized = frozenset(authorized)
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        return key in self.authorized
+
+
+class Wire:
+    """Owns one zmq context, its ZAP authenticator and every socket made through it."""
+
+    def __init__(self, cfg: ZmqConfig, keys: CurveKeys | None = None) -> None:
+        self.cfg = cfg
+        self.keys = keys
+        self.ctx = zmq.asyncio.Context()
+        self._sockets: list[Any] = []
+        self._auth: AsyncioAuthenticator | None = None
+
+    def _ensure_auth(self) -> None:
+        if self._auth is None:
+            assert self.keys is not None
+            self._auth = AsyncioAuthenticator(self.ctx)
+            self._auth.start()
+            self._auth.configure_curve_callback(domain="*", credentials_provider=_KeyRing(self.keys.authorized))
+
+    def socket(self, kind: int, *, rcvhwm: int | None = None, sndhwm: int | None = None) -> Any:
+        """A socket with LINGER, HWMs and the memory guard set."""
+        sock = self.ctx.socket(kind)
+        sock.setsockopt(zmq.LINGER, self.cfg.linger_ms)
+        sock.setsockopt(zmq.SNDHWM, sndhwm if sndhwm is not None else self.cfg.sndhwm)
+        sock.setsockopt(zmq.RCVHWM, rcvhwm if rcvhwm is not None else self.cfg.sndhwm)
+        sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.cfg.max_message_bytes)
+        self._sockets.append(sock)
+        return sock
+
+    def bind(self, kind: int, endpoint: str, *, curve: bool, **opts: int | None) -> Any:
+        """A socket bound as the CurveZMQ server when `curve`. Raises ZMQError (e.g. address in use)."""
+        sock = self.socket(kind, **opts)
+        if curve:
+            if self.keys is None:
+                raise ConfigError([f"{endpoint}: CurveZMQ requested but no keys are loaded"])
+            self._ensure_auth()
+            sock.curve_secretkey = self.keys.secret
+            sock.curve_publickey = self.keys.public
+            sock.curve_server = True
+        sock.bind(endpoint)
+        return sock
+
+    def connect(self, kind: int, endpoint: str, *, curve: bool, **opts: int | None) -> Any:
+        """A socket connected as a CurveZMQ client of `keys.server_public` (or our own key) when `curve`."""
+        sock = self.socket(kind, **opts)
+        if curve:
+            if self.keys is None:
+                raise ConfigError([f"{endpoint}: CurveZMQ requested but no keys are loaded"])
+            sock.curve_secretkey = self.keys.secret
+            sock.curve_publickey = self.keys.public
+            sock.curve_serverkey = self.keys.server_public or self.keys.public
+        sock.connect(endpoint)
+        return sock
+
+    def close(self) -> None:
+        """Close every socket (LINGER bounds what is still queued) and the context (idempotent)."""
+        for sock in self._sockets:
+            sock.close(linger=self.cfg.linger_ms)
+        self._sockets.clear()
+        if self._auth is not None:
+            self._auth.stop()
+            self._auth = None
+        self.ctx.term()
+
+
+def try_send(sock: Any, frames: list[bytes]) -> bool:
+    """Send without blocking; False when the peer's queue is full or the socket can't send now."""
+    # zmq.asyncio resolves a NOBLOCK send at once and reports errors through the returned future.
+    fut = sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=True)
+    if not fut.done():  # only when an awaited send is queued ahead, which swimmy never does
+        fut.add_done_callback(lambda f: f.cancelled() or f.exception())
+        return True
+    exc = fut.exception()
+    if exc is None:
+        return True
+    if isinstance(exc, zmq.Again):
+        return False
+    raise exc
+
+
+async def recv_frames(sock: Any) -> list[bytes]:
+    """The next message's frames, as bytes."""
+    frames: list[bytes] = await sock.recv_multipart()
+    return frames
+
+
+def describe_error(exc: BaseException) -> str:
+    """errno name and text of a ZMQError, for events."""
+    if isinstance(exc, zmq.ZMQError):
+        return f"{zmq.strerror(exc.errno or 0)} (errno {exc.errno})"
+    return repr(exc)
+
+
+def try_recv(sock: Any) -> list[bytes] | None:
+    """The next message if one is waiting, else None; never waits."""
+    fut = sock.recv_multipart(flags=zmq.NOBLOCK)
+    if not fut.done():  # a receive was already awaited on this socket: let it have the message
+        fut.cancel()
+        return None
+    exc = fut.exception()
+    if exc is None:
+        frames: list[bytes] = fut.result()
+        return frames
+    if isinstance(exc, zmq.Again):
+        return None
+    raise exc
+
+
+def make_poller(socks: Iterable[Any]) -> Any:
+    """An asyncio poller watching `socks` for input."""
+    poller = zmq.asyncio.Poller()
+    for sock in socks:
+        poller.register(sock, zmq.POLLIN)
+    return poller
+
+
+def subscribe(sock: Any, topic: bytes) -> None:
+    """SUB: receive messages whose first frame starts with `topic`."""
+    sock.setsockopt(zmq.SUBSCRIBE, topic)
