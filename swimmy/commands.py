@@ -48,13 +48,18 @@ def build_commands(daemon: Daemon) -> dict[str, Command]:
         time.sleep(seconds)  # noqa: ASYNC251
         return {"blocked_sec": seconds}
 
+    async def sleep(args: dict[str, Any]) -> dict[str, Any]:
+        seconds = min(_number(args, "seconds", 1.0, float), MAX_BLOCK_SEC)
+        await asyncio.sleep(seconds)  # a slow command that does not block the loop
+        return {"slept_sec": seconds}
+
     async def stall_writer(args: dict[str, Any]) -> dict[str, Any]:
         seconds = min(_number(args, "seconds", 5.0, float), MAX_BLOCK_SEC * 10)
         daemon.writer.stall_sec = seconds
         return {"stalled_sec": seconds}
 
     commands.update({"debug.emit_burst": emit_burst, "debug.block_loop": block_loop,
-                     "debug.stall_writer": stall_writer})
+                     "debug.stall_writer": stall_writer, "debug.sleep": sleep})
     return commands
 
 

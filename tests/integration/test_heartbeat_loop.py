@@ -1,0 +1,224 @@
+"""Heartbeats, the dispatcher and the control channel over real ZeroMQ sockets on loopback."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import signal
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+import zmq
+import zmq.asyncio
+from helpers import read_events, run_cli, wait_until, write_config
+
+from swimmy.config import Config, load_config
+from swimmy.control import request
+from swimmy.peer import Peer
+from swimmy.wire.messages import ack_body, encode
+from swimmy.wire.zmq import Wire, try_send
+
+pytestmark = pytest.mark.slow
+
+
+def events(tmp_path: Path, event_type: str, **match: Any) -> list[dict[str, Any]]:
+    found = []
+    for e in read_events(tmp_path / "var" / "telemetry.jsonl"):
+        if e["event_type"] == event_type and all(e["data"].get(k) == v for k, v in match.items()):
+            found.append(e)
+    return found
+
+
+async def wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not (value := predicate()):
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.02)
+    return value
+
+
+def started(tmp_path: Path) -> bool:
+    return bool(events(tmp_path, "daemon.started"))
+
+
+class TestHeartbeatLoop:
+    async def test_a_peer_ack_gives_recv_with_the_matching_correlation_id_and_rtt(
+        self, tmp_path: Path, daemon_factory: Any
+    ) -> None:
+        """heartbeat.recv's correlation id is the id of our heartbeat.sent, and rtt_ms is measured."""
+        config = write_config(tmp_path, {"heartbeat": {"interval_sec": 0.2}})
+        daemon = daemon_factory(config)
+        await wait_for(lambda: started(tmp_path), 20, "start")
+        peer = Peer(load_config(config), "test-peer")
+        task = asyncio.create_task(peer.run())
+        try:
+            recv = await wait_for(lambda: events(tmp_path, "heartbeat.recv", source="test-peer"), 20, "an ack")
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            peer.close()
+        sent_ids = {e["correlation_id"] for e in events(tmp_path, "heartbeat.sent")}
+        first = recv[0]
+        assert first["correlation_id"] in sent_ids
+        assert first["correlation_id"] == first["data"]["ack_of"]
+        assert 0 < first["data"]["rtt_ms"] < 5000
+        assert first["service"] == "dispatcher"
+        assert daemon.stop() == 0
+
+    async def test_an_oversize_message_is_rejected_and_the_daemon_goes_on(
+        self, tmp_path: Path, daemon_factory: Any
+    ) -> None:
+        """A message over max_message_bytes is message.rejected (oversize); the next good one is handled."""
+        config = write_config(tmp_path)
+        daemon = daemon_factory(config)
+        await wait_for(lambda: started(tmp_path), 20, "start")
+        cfg = load_config(config)
+        ctx = zmq.asyncio.Context()
+        push = ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.LINGER, 1000)
+        push.connect(cfg.zmq.pull_endpoint)
+        big = orjson.dumps({"v": 1, "type": "HEARTBEAT", "source": "big", "status": "OK", "pad": "x" * (2 << 20)})
+        await push.send(big)
+        await push.send(orjson.dumps({"v": 1, "type": "HEARTBEAT", "source": "after-oversize", "status": "OK"}))
+        await push.send(b"\xff not json")
+        await wait_for(lambda: events(tmp_path, "heartbeat.recv", source="after-oversize"), 20, "the good message")
+        push.close()
+        ctx.term()
+        (oversize,) = await wait_for(lambda: events(tmp_path, "message.rejected", reason="oversize"), 10, "rejection")
+        assert oversize["data"]["bytes"] == len(big)
+        assert oversize["severity"] == "warning"
+        assert not events(tmp_path, "heartbeat.recv", source="big")
+        await wait_for(lambda: events(tmp_path, "message.rejected", reason="malformed_json"), 10, "malformed")
+        assert daemon.proc.poll() is None
+        assert daemon.stop() == 0
+
+    async def test_stop_with_a_peer_gone_and_its_queue_full_completes(
+        self, tmp_path: Path, daemon_factory: Any
+    ) -> None:
+        """A subscriber that never reads, then vanishes: SIGTERM still ends in exit 0 (a hang is a timeout)."""
+        config = write_config(tmp_path, {"heartbeat": {"interval_sec": 0.001}, "zmq": {"sndhwm": 10}})
+        daemon = daemon_factory(config)
+        await wait_for(lambda: started(tmp_path), 20, "start")
+        ctx = zmq.Context()
+        sub = ctx.socket(zmq.SUB)
+        sub.setsockopt(zmq.RCVHWM, 10)
+        sub.setsockopt(zmq.SUBSCRIBE, b"")
+        sub.connect(load_config(config).zmq.pub_endpoint)
+        await wait_for(lambda: len(events(tmp_path, "heartbeat.sent")) > 500, 30, "heartbeats to pile up")
+        sub.close(linger=0)
+        ctx.term()
+        daemon.signal(signal.SIGTERM)
+        assert daemon.wait(20) == 0, daemon.stderr
+
+
+class TestControl:
+    def test_heartbeat_now_sends_one_and_says_what_is_missing(self, tmp_path: Path, daemon_factory: Any) -> None:
+        """`swimmy heartbeat now` exits 0; the heartbeat and the control.command are in the stream."""
+        config = write_config(tmp_path)
+        daemon = daemon_factory(config)
+        wait_until(lambda: started(tmp_path), 20, "start")
+        result = run_cli("heartbeat", "now", "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        hb_id = result.stdout.split("heartbeat_id: ")[1].split()[0]
+        assert "discord: not available yet" in result.stdout
+        wait_until(lambda: [e for e in events(tmp_path, "heartbeat.sent") if e["correlation_id"] == hb_id], 10, "hb")
+        (command,) = wait_until(lambda: events(tmp_path, "control.command", command="heartbeat.now"), 10, "command")
+        assert command["data"]["accepted"] is True
+        assert daemon.stop() == 0
+
+    def test_no_daemon_gives_exit_1_naming_the_endpoint(self, tmp_path: Path) -> None:
+        """The CLI gives up after --timeout with exit 1 and a message naming the endpoint."""
+        config = write_config(tmp_path)
+        endpoint = load_config(config).control.endpoint
+        result = run_cli("heartbeat", "now", "--config", str(config), "--timeout", "0.5")
+        assert result.returncode == 1
+        assert endpoint in result.stderr
+        assert "within 0.5s" in result.stderr
+
+    async def test_a_slow_command_does_not_block_the_others(self, tmp_path: Path, daemon_factory: Any) -> None:
+        """While one command sleeps, another is answered; unknown commands are refused with exit code 2."""
+        config = write_config(tmp_path, {"debug": {"enabled": True}})
+        daemon = daemon_factory(config)
+        await wait_for(lambda: started(tmp_path), 20, "start")
+        cfg = load_config(config)
+        wire = Wire(cfg.zmq)
+        try:
+            slow = asyncio.create_task(request(wire, cfg.control.endpoint, "debug.sleep", {"seconds": 3},
+                                               timeout_sec=10, curve=False))
+            await asyncio.sleep(0.2)
+            pong = await request(wire, cfg.control.endpoint, "ping", timeout_sec=2, curve=False)
+            assert pong["ok"] is True and pong["result"]["status"] == "OK"
+            assert not slow.done()
+            unknown = await request(wire, cfg.control.endpoint, "no.such", timeout_sec=2, curve=False)
+            assert unknown["ok"] is False and unknown["exit_code"] == 2
+            assert "unknown command 'no.such'" in unknown["error"]
+            assert (await slow)["ok"] is True
+        finally:
+            wire.close()
+        assert daemon.stop() == 0
+
+
+class TestCurve:
+    def _keys(self, tmp_path: Path, name: str) -> Path:
+        out = tmp_path / name
+        result = run_cli("keys", "generate", "--out", str(out))
+        assert result.returncode == 0, result.stderr
+        return out
+
+    def _peer_config(self, cfg: Config, keys: Path, server: Path) -> Config:
+        zmq_cfg = dataclasses.replace(
+            cfg.zmq,
+            curve_secret_key_file=keys / "client.key_secret",
+            curve_public_key_file=keys / "client.key",
+            curve_server_public_key_file=server / "server.key",
+            curve_authorized_keys_dir=None,
+        )
+        return dataclasses.replace(cfg, zmq=zmq_cfg)
+
+    async def test_always_on_loopback_lets_the_authorised_peer_in_and_nobody_else(
+        self, tmp_path: Path, daemon_factory: Any
+    ) -> None:
+        """zmq.curve = "always": the authorised peer exchanges heartbeats; a wrong key gets nothing through."""
+        keys = self._keys(tmp_path, "keys")
+        rogue_keys = self._keys(tmp_path, "rogue")
+        config = write_config(tmp_path, {
+            "heartbeat": {"interval_sec": 0.2},
+            "zmq": {"curve": "always", "curve_secret_key_file": str(keys / "server.key_secret"),
+                    "curve_public_key_file": str(keys / "server.key"),
+                    "curve_authorized_keys_dir": str(keys / "authorized")},
+        })
+        daemon = daemon_factory(config)
+        await wait_for(lambda: started(tmp_path), 20, "start")
+        cfg = load_config(config)
+        good = Peer(self._peer_config(cfg, keys, keys), "good-peer")
+        rogue = Peer(self._peer_config(cfg, rogue_keys, keys), "rogue-peer")
+        tasks = [asyncio.create_task(good.run()), asyncio.create_task(rogue.run())]
+        try:
+            await wait_for(lambda: events(tmp_path, "heartbeat.recv", source="good-peer"), 20, "the good peer")
+            for i in range(5):  # the rogue also talks first, not only in answer
+                try_send(rogue.push, [encode(ack_body(source="rogue-peer", status="OK", hb_id=f"r{i}", ack_of=None))])
+            await asyncio.sleep(1.0)  # five more heartbeats: time for the rogue to get one, if it could
+            assert rogue.seen == 0
+            assert good.seen >= 3
+        finally:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            good.close()
+            rogue.close()
+        assert not events(tmp_path, "heartbeat.recv", source="rogue-peer")
+        result = run_cli("heartbeat", "now", "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        assert daemon.stop() == 0
+
+    def test_a_reachable_endpoint_without_keys_is_refused_at_start(self, tmp_path: Path) -> None:
+        """A non-loopback endpoint with no keys: exit 2 naming it, before anything is created."""
+        config = write_config(tmp_path, {"zmq": {"pub_endpoint": "tcp://0.0.0.0:45999"}})
+        result = run_cli("run", "--config", str(config), "--exit-after", "5")
+        assert result.returncode == 2
+        assert "zmq.pub_endpoint: tcp://0.0.0.0:45999 needs CurveZMQ" in result.stderr
+        assert not (tmp_path / "var").exists()

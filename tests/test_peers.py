@@ -1,0 +1,64 @@
+"""Peer liveness: exactly one peer.silent after the timeout, one peer.recovered on return."""
+
+from __future__ import annotations
+
+import pytest
+
+from swimmy.peers import PeerMonitor, PeerTable, Transition
+from swimmy.testing import CapturingEmitter, FakeClock
+
+
+class TestTable:
+    @pytest.mark.parametrize(
+        ("heard_at", "check_at", "silent"),
+        [([0.0], 60.0, False), ([0.0], 60.1, True), ([0.0, 30.0], 89.0, False), ([0.0, 30.0], 91.0, True)],
+    )
+    def test_silent_after_the_timeout_since_the_last_word(
+        self, heard_at: list[float], check_at: float, silent: bool
+    ) -> None:
+        """A peer is silent once `timeout` has passed since it was last heard."""
+        table = PeerTable(60.0)
+        for t in heard_at:
+            table.heard("w1", t)
+        assert bool(table.check(check_at)) is silent
+
+    def test_one_transition_per_change(self) -> None:
+        """silent once (not on every check), recovered once, with the silence measured."""
+        table = PeerTable(10.0)
+        assert table.heard("w1", 0.0) is None
+        assert table.check(11.0) == [Transition("silent", "w1", 11.0)]
+        assert table.check(12.0) == []
+        assert table.check(500.0) == []
+        assert table.heard("w1", 520.0) == Transition("recovered", "w1", 520.0)
+        assert table.heard("w1", 521.0) is None
+        assert table.check(525.0) == []
+
+    def test_a_peer_that_never_spoke_is_never_silent(self) -> None:
+        """Only sources that have sent a heartbeat are tracked."""
+        assert PeerTable(1.0).check(1e9) == []
+
+    def test_the_table_is_bounded(self) -> None:
+        """Sources come from the network: beyond max_peers new ones are not tracked."""
+        table = PeerTable(10.0, max_peers=2)
+        for name in ("a", "b", "c"):
+            table.heard(name, 0.0)
+        assert sorted(table.ages(0.0)) == ["a", "b"]
+
+
+class TestMonitor:
+    def test_silence_and_return_with_an_injected_clock(self) -> None:
+        """Exactly one peer.silent, then one peer.recovered, each with silent_sec."""
+        clock, emit = FakeClock(monotonic_start=0.0), CapturingEmitter()
+        monitor = PeerMonitor(PeerTable(60.0), emit, clock)
+        monitor.heard("worker-1")
+        for _ in range(200):
+            clock.advance(1.0)
+            monitor.check()
+        monitor.heard("worker-1")
+        monitor.heard("worker-1")
+        silent, recovered = emit.of_type("peer.silent"), emit.of_type("peer.recovered")
+        assert len(silent) == 1 and len(recovered) == 1
+        assert silent[0].severity == "warning" and silent[0].correlation_id == "worker-1"
+        assert silent[0].data == {"source": "worker-1", "silent_sec": 61.0}
+        assert recovered[0].data == {"source": "worker-1", "silent_sec": 200.0}
+        assert recovered[0].severity == "info"
