@@ -53,13 +53,30 @@ def build_commands(daemon: Daemon) -> dict[str, Command]:
         await asyncio.sleep(seconds)  # a slow command that does not block the loop
         return {"slept_sec": seconds}
 
+    async def load(args: dict[str, Any]) -> dict[str, Any]:
+        # Sustained telemetry load for benchmarks: `rate` events/s for `seconds`, in 10 ms slices.
+        rate = _number(args, "rate", 100_000, int)
+        seconds = min(_number(args, "seconds", 5.0, float), 600.0)
+        per_slice = max(1, rate // 100)
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        emitted = 0
+        while (elapsed := loop.time() - start) < seconds:
+            due = int(min(elapsed + 0.01, seconds) * rate) - emitted
+            for _ in range(max(0, min(due, per_slice * 2))):
+                daemon.emit("debug.load", service="core", severity="debug", data={"n": emitted})
+                emitted += 1
+            await asyncio.sleep(0.01)
+        return {"emitted": emitted, "seconds": round(loop.time() - start, 3)}
+
     async def stall_writer(args: dict[str, Any]) -> dict[str, Any]:
         seconds = min(_number(args, "seconds", 5.0, float), MAX_BLOCK_SEC * 10)
         daemon.writer.stall_sec = seconds
         return {"stalled_sec": seconds}
 
     commands.update({"debug.emit_burst": emit_burst, "debug.block_loop": block_loop,
-                     "debug.stall_writer": stall_writer, "debug.sleep": sleep})
+                     "debug.stall_writer": stall_writer, "debug.sleep": sleep,
+                     "debug.load": load})
     return commands
 
 

@@ -7,8 +7,12 @@ import signal
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
+import zmq
 from helpers import read_events, wait_until, write_config
+
+from swimmy.config import load_config
 
 pytestmark = pytest.mark.slow
 
@@ -22,6 +26,21 @@ def fill(disk: Path, keep_free: int) -> Path:
     return filler
 
 
+def heartbeat_status(config: Path) -> str:
+    """The status of the next HEARTBEAT on the daemon's PUB."""
+    ctx = zmq.Context()
+    sub = ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"HEARTBEAT")
+    sub.setsockopt(zmq.RCVTIMEO, 5000)
+    sub.connect(load_config(config).zmq.pub_endpoint)
+    try:
+        _, body = sub.recv_multipart()
+        return str(orjson.loads(body)["status"])
+    finally:
+        sub.close(linger=0)
+        ctx.term()
+
+
 def assert_whole_lines(path: Path) -> list[dict[str, Any]]:
     """Every line parses and the file ends with a newline (read_events fails on a torn line)."""
     return read_events(path)
@@ -32,7 +51,8 @@ def test_full_disk_is_survived_and_recovered(small_disk: Path, daemon_factory: A
     telemetry = small_disk / "telemetry.jsonl"
     config = write_config(
         tmp_path,
-        {"telemetry": {"path": str(telemetry), "queue_size": 200_000}, "debug": {"burst_on_start": 3000}},
+        {"telemetry": {"path": str(telemetry), "queue_size": 200_000}, "debug": {"burst_on_start": 3000},
+         "heartbeat": {"interval_sec": 0.2}},
     )
     filler = fill(small_disk, keep_free=96 * 1024)
     daemon = daemon_factory(config)
@@ -48,6 +68,7 @@ def test_full_disk_is_survived_and_recovered(small_disk: Path, daemon_factory: A
     before = assert_whole_lines(telemetry)
     assert daemon.proc.poll() is None, "the daemon died of a full disk"
     assert "telemetry.recovered" not in {e["event_type"] for e in before}
+    assert heartbeat_status(config) == "DEGRADED", "the heartbeat must say the daemon knows something is wrong"
 
     filler.unlink()
     events = wait_until(
