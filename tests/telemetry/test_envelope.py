@@ -10,6 +10,8 @@ from typing import Any
 
 import orjson
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from swimmy.telemetry.envelope import Encoder, TimestampFormatter, normalize_severity, sanitize
 
@@ -107,3 +109,20 @@ class TestBadInput:
         """sanitize is the identity on JSON-safe data."""
         value = {"a": [1, 2.5, "x", None, True], "b": {"c": -(2**63)}}
         assert sanitize(value) == value
+
+
+class TestBatch:
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.tuples(
+        st.floats(min_value=0, max_value=4e9),
+        st.sampled_from(["info", "warning", "LOUD", 3]),
+        st.one_of(st.none(), st.text(max_size=8), st.integers()),
+        st.one_of(st.none(), st.dictionaries(st.text(max_size=5), st.integers() | st.text(max_size=5)),
+                  st.lists(st.integers(), max_size=3), st.just({"blob": "x" * 3000})),
+    ), max_size=20))
+    def test_encode_batch_writes_exactly_what_encode_writes(self, specs: list[tuple[Any, ...]]) -> None:
+        """The inlined batch path and the per-record path give the same bytes for every kind of record."""
+        records = [(i, t, "telemetry", "e.t", "core", sev, cid, data) for i, (t, sev, cid, data) in enumerate(specs)]
+        one = Encoder(run_id="R", pid=1, host="h", max_event_bytes=2048)
+        many = Encoder(run_id="R", pid=1, host="h", max_event_bytes=2048)
+        assert many.encode_batch(records) == [one.encode(r) for r in records]
