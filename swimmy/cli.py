@@ -160,7 +160,10 @@ def _peer(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
+    from swimmy.wire.zmq import prepare_security
+
     cfg = load_config(args.config)
+    prepare_security(cfg.zmq, cfg.control.endpoint)  # what `run` would refuse, refused here too
     sys.stdout.write(render_toml(cfg))
     return 0
 

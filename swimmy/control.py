@@ -68,7 +68,8 @@ class ControlServer:
         identity, payload = frames[0], frames[-1]
         request = _parse_request(payload)
         if isinstance(request, str):
-            self._reply(identity, {"id": None, "ok": False, "error": f"bad request: {request}", "exit_code": 2})
+            self._finish(identity, str(uuid.uuid4()), {"command": None}, None,
+                         CommandError(f"bad request: {request}", 2))
             return
         request_id = str(request.get("id") or uuid.uuid4())
         if len(self._tasks) >= MAX_INFLIGHT:
@@ -103,7 +104,7 @@ class ControlServer:
         self._emit(
             "control.command",
             service="core",
-            severity="info" if error is None else "warning",
+            severity="info",
             correlation_id=request_id,
             data={"command": request.get("command"), "args": args, "accepted": error is None,
                   "error": None if error is None else str(error)},

@@ -206,3 +206,22 @@ class TestSecretsAndReload:
         again = tmp_path / "again.toml"
         again.write_text(render_toml(cfg))
         assert load_config(again).config_hash == cfg.config_hash
+
+
+class TestCheckSecurity:
+    def test_config_check_refuses_what_run_would_refuse(self, tmp_path: Path) -> None:
+        """A reachable endpoint without keys fails `config check` with exit 2, as `run` would."""
+        path = tmp_path / "c.toml"
+        path.write_text('[zmq]\npull_endpoint = "tcp://0.0.0.0:5555"\n')
+        result = run_cli("config", "check", "--config", str(path))
+        assert result.returncode == 2
+        assert "zmq.pull_endpoint: tcp://0.0.0.0:5555 needs CurveZMQ" in result.stderr
+
+    def test_missing_key_file_names_its_key(self, tmp_path: Path) -> None:
+        """curve = "always" with a key file that does not exist: exit 2 naming the key."""
+        path = tmp_path / "c.toml"
+        path.write_text('[zmq]\ncurve = "always"\ncurve_secret_key_file = "nope.key_secret"\n'
+                        'curve_public_key_file = "nope.key"\n')
+        result = run_cli("config", "check", "--config", str(path))
+        assert result.returncode == 2
+        assert "zmq.curve_secret_key_file: cannot load key file" in result.stderr

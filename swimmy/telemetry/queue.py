@@ -47,6 +47,7 @@ class EventQueue:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread_id = threading.get_ident()
         self.drops: Counter[str] = Counter()  # since the last telemetry.dropped report
+        self.drops_by_type: Counter[str] = Counter()  # since start
         self.dropped_total = 0
         self.dropped_after_close = 0
         self.internal_errors = 0
@@ -164,8 +165,9 @@ class EventQueue:
                 self._waiter = None
 
     def take_drops(self) -> Counter[str]:
-        """The drop counts since the last call, reset."""
+        """The drop counts since the last call, reset (and added to the totals)."""
         drops, self.drops = self.drops, Counter()
+        self.drops_by_type.update(drops)
         return drops
 
     def close(self) -> None:

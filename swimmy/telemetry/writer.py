@@ -280,9 +280,9 @@ class TelemetryWriter:
             severity="warning",
             correlation_id=self.encoder.run_id,
             data={
-                "dropped": sum(drops.values()),
-                "dropped_total": self.queue.dropped_total,
-                "by_event_type": dict(drops),
+                "dropped": self.queue.dropped_total,
+                "new": sum(drops.values()),
+                "by_event_type": dict(self.queue.drops_by_type),
             },
         )
 

@@ -22,6 +22,7 @@ from zmq.auth.asyncio import AsyncioAuthenticator
 
 from swimmy.config import ZmqConfig
 from swimmy.errors import ConfigError
+from swimmy.wire.security import plan_security
 
 PUB = zmq.PUB
 SUB = zmq.SUB
@@ -72,6 +73,15 @@ def load_curve_keys(cfg: ZmqConfig) -> CurveKeys:
             raise ConfigError([f"zmq.curve_authorized_keys_dir: {cfg.curve_authorized_keys_dir} is not a directory"])
         authorized |= set(zmq.auth.load_certificates(cfg.curve_authorized_keys_dir))
     return CurveKeys(public, secret, server_public, frozenset(authorized))
+
+
+def prepare_security(cfg: ZmqConfig, control_endpoint: str) -> tuple[frozenset[str], CurveKeys | None]:
+    """The endpoints that use CURVE and the loaded keys; ConfigError for anything start-up would refuse."""
+    plan = plan_security(cfg, control_endpoint)
+    if plan.problems:
+        raise ConfigError(list(plan.problems))
+    keys = load_curve_keys(cfg) if plan.curve_endpoints else None
+    return plan.curve_endpoints, keys
 
 
 def generate_keys(out: Path) -> list[Path]:

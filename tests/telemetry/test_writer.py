@@ -160,6 +160,7 @@ class TestDrops:
         events = read_events(p.path)
         (dropped,) = [e for e in events if e["event_type"] == "telemetry.dropped"]
         assert dropped["data"]["dropped"] == 15
+        assert dropped["data"]["new"] == 15
         assert dropped["data"]["by_event_type"] == {"burst.a": 7, "burst.b": 8}
         assert dropped["severity"] == "warning"
         assert seqs(events) == list(range(1, len(events) + 1))
