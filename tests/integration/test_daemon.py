@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import read_all_events, read_events, wait_until, write_config
+from helpers import read_all_events, read_events, run_cli, wait_until, write_config
+
+from swimmy.config import load_config
+from swimmy.control import request
+from swimmy.wire.zmq import Wire
 
 pytestmark = pytest.mark.slow
 
@@ -162,4 +167,30 @@ class TestSignals:
         assert {"supervisor", "telemetry-writer"} <= names
         writer = next(t for t in dump["data"]["tasks"] if t["name"] == "telemetry-writer")
         assert any("writer.py" in frame for frame in writer["stack"])
+        assert daemon.stop() == 0
+
+
+class TestLoopLag:
+    def test_a_wedged_loop_writes_a_task_dump_naming_the_blocker(self, tmp_path: Path, daemon_factory: Any) -> None:
+        """debug.block_loop for 1.5 s: debug.task_dump (loop_lag) with the blocking stack; the daemon goes on."""
+        config = write_config(tmp_path, {"debug": {"enabled": True}})
+        telemetry = tmp_path / "var" / "telemetry.jsonl"
+        daemon = daemon_factory(config)
+        wait_until(lambda: events_of(telemetry, "daemon.started"), 20, "start")
+        cfg = load_config(config)
+
+        async def block() -> dict[str, Any]:
+            wire = Wire(cfg.zmq)
+            try:
+                return await request(wire, cfg.control.endpoint, "debug.block_loop", {"seconds": 1.5},
+                                     timeout_sec=10, curve=False)
+            finally:
+                wire.close()
+
+        assert asyncio.run(block())["ok"] is True
+        (dump,) = wait_until(lambda: events_of(telemetry, "debug.task_dump"), 20, "the lag dump")
+        assert dump["data"]["reason"] == "loop_lag"
+        assert dump["data"]["loop_lag_ms"] >= 1000
+        assert any("block_loop" in line for line in dump["data"]["blocking_stack"])
+        assert run_cli("heartbeat", "now", "--config", str(config)).returncode == 0
         assert daemon.stop() == 0
