@@ -29,3 +29,21 @@ class UsageError(SwimmyError):
     """The command line asks for something that cannot be done as asked."""
 
     exit_code = 2
+
+
+class DataError(SwimmyError):
+    """Market data that can't be used; the message names the file and, for a bad row, the line."""
+
+    exit_code = 1
+
+
+class BacktestError(SwimmyError):
+    """A backtest request that can't be served (unknown family, bad params, no bars in range)."""
+
+    exit_code = 1
+
+
+class StoreError(SwimmyError):
+    """The strategy store can't do what was asked (bad schema version, a read-only write, ...)."""
+
+    exit_code = 1

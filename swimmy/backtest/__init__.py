@@ -1,0 +1,1 @@
+"""Backtests: market data, strategies, the vectorised engine, metrics, and the worker process."""
