@@ -11,8 +11,8 @@ before it drains.
 from __future__ import annotations
 
 import asyncio
-import gc
 import contextlib
+import gc
 import os
 import signal
 import socket
