@@ -23,6 +23,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, type=Path, help="TOML config file")
     run.add_argument("--exit-after", type=float, metavar="SECONDS", help="stop by itself after this many seconds")
 
+    worker = commands.add_parser("worker", help="run a backtest worker")
+    worker.add_argument("--config", required=True, type=Path, help="TOML config file (endpoints, data, costs)")
+    worker.add_argument("--id", help="worker id (default <host>-<pid>); heartbeats say worker-<id>")
+
     config = commands.add_parser("config", help="config tools")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
     check = config_commands.add_parser("check", help="validate a config and print it, secrets redacted")
@@ -67,6 +71,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _run(args)
         if args.command == "config":
             return _config_check(args)
+        if args.command == "worker":
+            return _worker(args)
         if args.command == "tail":
             return _tail(args)
         if args.command == "heartbeat":
@@ -157,6 +163,13 @@ def _peer(args: argparse.Namespace) -> int:
         return asyncio.run(run_peer(cfg, args.source, args.count))
     except KeyboardInterrupt:
         return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    from swimmy.backtest.worker import run_worker
+
+    cfg = load_config(args.config)
+    return run_worker(cfg, args.id)
 
 
 def _config_check(args: argparse.Namespace) -> int:

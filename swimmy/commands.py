@@ -32,7 +32,21 @@ def build_commands(daemon: Daemon) -> dict[str, Command]:
             "discord": "not available yet: the Discord notifier is not part of this build",
         }
 
-    commands: dict[str, Command] = {"ping": ping, "heartbeat.now": heartbeat_now}
+    async def backtest_submit(args: dict[str, Any]) -> dict[str, Any]:
+        assert daemon.backtests is not None
+        strategy = args.get("strategy")
+        if not isinstance(strategy, dict):
+            raise CommandError("strategy: an object as in a BACKTEST message is required", 2)
+        debug = args.get("debug") if daemon.cfg.debug.enabled and isinstance(args.get("debug"), dict) else None
+        request_id = daemon.backtests.submit(
+            "manual", strategy, start_ts=_optional_int(args, "start_ts"), end_ts=_optional_int(args, "end_ts"),
+            include_trades=args.get("include_trades") is True, debug=debug,
+        )
+        if request_id is None:
+            raise CommandError("the request was refused: no worker is connected, or the send queue is full")
+        return {"request_id": request_id}
+
+    commands: dict[str, Command] = {"ping": ping, "heartbeat.now": heartbeat_now, "backtest.submit": backtest_submit}
     if not daemon.cfg.debug.enabled:
         return commands
 
@@ -78,6 +92,15 @@ def build_commands(daemon: Daemon) -> dict[str, Command]:
                      "debug.stall_writer": stall_writer, "debug.sleep": sleep,
                      "debug.load": load})
     return commands
+
+
+def _optional_int(args: dict[str, Any], key: str) -> int | None:
+    value = args.get(key)
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise CommandError(f"{key}: must be Unix seconds (an integer) or null, got {value!r}", 2)
+    return value
 
 
 def _number(args: dict[str, Any], key: str, default: float, kind: type) -> Any:

@@ -25,6 +25,7 @@ from typing import Any, TextIO
 import structlog
 
 from swimmy import __version__
+from swimmy.backtest.client import BacktestClient
 from swimmy.clock import Clock, SystemClock
 from swimmy.commands import build_commands
 from swimmy.config import Config, load_config, plan_reload
@@ -40,7 +41,8 @@ from swimmy.telemetry.envelope import Encoder
 from swimmy.telemetry.logbridge import LogBridge, configure_logging, reset_logging
 from swimmy.telemetry.queue import EventQueue
 from swimmy.telemetry.writer import TelemetryWriter
-from swimmy.wire.zmq import PUB, PULL, ROUTER, CurveKeys, Wire, ZMQError, prepare_security, try_send
+from swimmy.wire.zmq import PUB, PULL, PUSH, ROUTER, CurveKeys, Wire, ZMQError, prepare_security, try_send
+from swimmy.workers import WorkerSupervisor
 
 GRACE_SEC = 5.0  # in-flight work gets this long after a stop request; a second signal skips it
 SUPERVISE_TICK_SEC = 1.0
@@ -105,6 +107,8 @@ class Daemon:
         self.peers: PeerMonitor | None = None
         self.dispatcher: Dispatcher | None = None
         self.control: ControlServer | None = None
+        self.backtests: BacktestClient | None = None
+        self.workers: WorkerSupervisor | None = None
 
     # -- public ------------------------------------------------------------------------------
 
@@ -200,6 +204,13 @@ class Daemon:
             bind(PULL, "zmq.result_endpoint", cfg.zmq.result_endpoint),
         ]
         control_sock = bind(ROUTER, "control.endpoint", cfg.control.endpoint)
+        backtests = bind(PUSH, "zmq.backtest_endpoint", cfg.zmq.backtest_endpoint)
+        self.backtests = BacktestClient(lambda frames: try_send(backtests, frames), self.emit, self.clock,
+                                        timeout_sec=cfg.backtest.timeout_sec,
+                                        on_progress=self.progress.beater("backtest-client"))
+        if cfg.workers.embedded and cfg.source is not None:
+            self.workers = WorkerSupervisor(cfg.source, cfg.workers.embedded, self.emit, self.clock,
+                                            on_progress=self.progress.beater("workers"))
         self.publisher = HeartbeatPublisher(
             lambda frames: try_send(pub, frames),
             self.emit,
@@ -215,6 +226,7 @@ class Daemon:
         self.dispatcher = Dispatcher(self.emit, self.clock, max_message_bytes=cfg.zmq.max_message_bytes,
                                      on_progress=self.progress.beater("dispatcher"))
         self.dispatcher.register("HEARTBEAT", heartbeat_handler(self.emit, self.peers.heard, self.publisher.rtt_ms))
+        self.dispatcher.register("BACKTEST_RESULT", self.backtests.handle_result)
         self.control = ControlServer(control_sock, self.emit, build_commands(self),
                                      on_progress=self.progress.beater("control"))
 
@@ -227,6 +239,8 @@ class Daemon:
         reasons = []
         if self.writer.failing:
             reasons.append(f"telemetry writes failing: {self.writer.last_error}")
+        if self.workers is not None and self.workers.alive() == 0:
+            reasons.append(f"no embedded worker alive (of {self.workers.configured})")
         return reasons
 
     def _install_signals(self) -> None:
@@ -307,6 +321,10 @@ class Daemon:
         start(self.dispatcher.run(self._pull_sockets), "dispatcher")
         start(self.peers.run(), "peer-monitor")
         start(self.control.run(), "control")
+        assert self.backtests is not None
+        start(self.backtests.run(), "backtest-client")
+        if self.workers is not None:
+            start(self.workers.run(), "workers")
         if self.cfg.debug.burst_on_start:
             start(self._burst(self.cfg.debug.burst_on_start), "debug-burst", finite=True)
 
@@ -416,6 +434,8 @@ class Daemon:
     async def _shutdown(self) -> int:
         self._emit_stopping()
         self.loopwatch.stop()
+        if self.workers is not None:
+            await self.workers.stop()
         if self.wire is not None:
             self.wire.close()  # LINGER bounds this even with a peer gone and its queue full
         loop = asyncio.get_running_loop()

@@ -94,6 +94,22 @@ def configure_logging(queue: EventQueue, level: str, stream: TextIO | None = Non
     return bridge
 
 
+def configure_stderr_logging(level: str, stream: TextIO | None = None) -> None:
+    """structlog to stderr only, at `level` and above: for worker processes, which never touch the telemetry file."""
+    structlog.configure(
+        processors=[
+            structlog.contextvars.merge_contextvars,
+            structlog.processors.add_log_level,
+            structlog.processors.format_exc_info,
+            structlog.processors.TimeStamper(fmt="iso", utc=True),
+            structlog.dev.ConsoleRenderer(colors=False),
+        ],
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper())),
+        logger_factory=structlog.PrintLoggerFactory(stream or sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
 def reset_logging() -> None:
     """Undo configure_logging (tests, and the end of serve)."""
     structlog.reset_defaults()

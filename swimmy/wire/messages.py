@@ -135,3 +135,135 @@ def _is_text(value: Any) -> bool:
 
 def _text(value: Any) -> str | None:
     return value if _is_text(value) else None
+
+
+# -- backtests (SPEC §4) -----------------------------------------------------------------------
+
+PURPOSES = ("is", "oos", "wfv_is", "wfv_oos", "manual")
+METRIC_KEYS = ("trades", "wins", "losses", "win_rate", "pnl_pips", "profit_factor", "sharpe", "sortino",
+               "max_drawdown", "psr")
+
+
+@dataclass(frozen=True)
+class BacktestRequest:
+    """A BACKTEST as a worker reads it; the strategy object is checked by the worker (error result, not silence)."""
+
+    request_id: str
+    purpose: str
+    strategy: Any
+    start_ts: int | None
+    end_ts: int | None
+    include_trades: bool
+    debug: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class BacktestResultMsg:
+    """A BACKTEST_RESULT as the daemon reads it."""
+
+    request_id: str
+    strategy_name: str
+    status: str
+    error: str | None
+    metrics: dict[str, float | int | None] | None
+    bars: int | None
+    start_ts: int | None
+    end_ts: int | None
+    elapsed_ms: float | None
+    worker: str | None
+    body: dict[str, Any]
+
+
+def backtest_body(*, request_id: str, purpose: str, strategy: dict[str, Any], start_ts: int | None,
+                  end_ts: int | None, include_trades: bool = False) -> dict[str, Any]:
+    """A BACKTEST request (SPEC §4)."""
+    return {"type": "BACKTEST", "request_id": request_id, "purpose": purpose, "strategy": strategy,
+            "start_ts": start_ts, "end_ts": end_ts, "include_trades": include_trades}
+
+
+def parse_backtest_request(msg: Message) -> BacktestRequest | Rejected:
+    """What a worker needs to answer: a request_id; anything else wrong is answered with an error result."""
+    body = msg.body
+    request_id = body.get("request_id")
+    if not _is_text(request_id):
+        return Rejected(MISSING_FIELD if request_id is None else BAD_FIELD, msg.size, msg.type, None,
+                        detail="request_id")
+    debug = body.get("debug")
+    return BacktestRequest(
+        request_id=request_id,
+        purpose=body.get("purpose") if isinstance(body.get("purpose"), str) else "",
+        strategy=body.get("strategy"),
+        start_ts=_ts(body.get("start_ts")),
+        end_ts=_ts(body.get("end_ts")),
+        include_trades=body.get("include_trades") is True,
+        debug=debug if isinstance(debug, dict) else {},
+    )
+
+
+def request_problem(body: dict[str, Any]) -> str | None:
+    """Why a BACKTEST's envelope fields are unusable (the strategy is checked separately), or None."""
+    if body.get("purpose") not in PURPOSES:
+        return f"purpose must be one of {', '.join(PURPOSES)}, got {body.get('purpose')!r:.60}"
+    for key in ("start_ts", "end_ts"):
+        value = body.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+            return f"{key} must be Unix seconds (an integer) or null, got {value!r:.60}"
+    start, end = body.get("start_ts"), body.get("end_ts")
+    if isinstance(start, int) and isinstance(end, int) and start >= end:
+        return f"start_ts {start} must be before end_ts {end}"
+    return None
+
+
+def result_body(*, request_id: str, strategy_name: str, status: str, error: str | None = None,
+                metrics: dict[str, Any] | None = None, bars: int | None = None, start_ts: int | None = None,
+                end_ts: int | None = None, elapsed_ms: float, worker: str,
+                trades: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    """A BACKTEST_RESULT (SPEC §4): an error result carries no metrics at all, never a Sharpe of 0."""
+    body: dict[str, Any] = {"type": "BACKTEST_RESULT", "request_id": request_id, "strategy_name": strategy_name,
+                            "status": status}
+    if error is not None:
+        body["error"] = error
+    body.update({"metrics": metrics if status == "ok" else None, "bars": bars, "start_ts": start_ts,
+                 "end_ts": end_ts, "elapsed_ms": elapsed_ms, "worker": worker})
+    if trades is not None:
+        body["trades"] = trades
+    return body
+
+
+def parse_backtest_result(msg: Message) -> BacktestResultMsg | Rejected:
+    """A BACKTEST_RESULT with its request_id, status and (for ok) the metrics as numbers or null."""
+    body = msg.body
+    request_id = body.get("request_id")
+    if not _is_text(request_id):
+        return Rejected(MISSING_FIELD if request_id is None else BAD_FIELD, msg.size, msg.type, None,
+                        detail="request_id")
+    status = body.get("status")
+    if status not in ("ok", "error"):
+        return Rejected(BAD_FIELD, msg.size, msg.type, request_id, detail="status")
+    metrics = body.get("metrics")
+    if status == "ok":
+        if not isinstance(metrics, dict):
+            return Rejected(MISSING_FIELD, msg.size, msg.type, request_id, detail="metrics")
+        for key in METRIC_KEYS:
+            value = metrics.get(key)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)):
+                return Rejected(BAD_FIELD, msg.size, msg.type, request_id, detail=f"metrics.{key}")
+    error = body.get("error")
+    elapsed = body.get("elapsed_ms")
+    return BacktestResultMsg(
+        request_id=request_id,
+        strategy_name=str(body.get("strategy_name") or ""),
+        status=status,
+        error=str(error) if error is not None else (None if status == "ok" else "unspecified error"),
+        metrics=metrics if status == "ok" else None,
+        bars=body.get("bars") if isinstance(body.get("bars"), int) else None,
+        start_ts=_ts(body.get("start_ts")),
+        end_ts=_ts(body.get("end_ts")),
+        elapsed_ms=float(elapsed) if isinstance(elapsed, int | float) and not isinstance(elapsed, bool) else None,
+        worker=str(body["worker"]) if _is_text(body.get("worker")) else None,
+        body=body,
+    )
+
+
+def _ts(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
