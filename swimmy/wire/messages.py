@@ -185,13 +185,13 @@ def parse_backtest_request(msg: Message) -> BacktestRequest | Rejected:
     """What a worker needs to answer: a request_id; anything else wrong is answered with an error result."""
     body = msg.body
     request_id = body.get("request_id")
-    if not _is_text(request_id):
+    if not isinstance(request_id, str) or not _is_text(request_id):
         return Rejected(MISSING_FIELD if request_id is None else BAD_FIELD, msg.size, msg.type, None,
                         detail="request_id")
     debug = body.get("debug")
     return BacktestRequest(
         request_id=request_id,
-        purpose=body.get("purpose") if isinstance(body.get("purpose"), str) else "",
+        purpose=str(body.get("purpose") or ""),
         strategy=body.get("strategy"),
         start_ts=_ts(body.get("start_ts")),
         end_ts=_ts(body.get("end_ts")),
@@ -234,7 +234,7 @@ def parse_backtest_result(msg: Message) -> BacktestResultMsg | Rejected:
     """A BACKTEST_RESULT with its request_id, status and (for ok) the metrics as numbers or null."""
     body = msg.body
     request_id = body.get("request_id")
-    if not _is_text(request_id):
+    if not isinstance(request_id, str) or not _is_text(request_id):
         return Rejected(MISSING_FIELD if request_id is None else BAD_FIELD, msg.size, msg.type, None,
                         detail="request_id")
     status = body.get("status")
