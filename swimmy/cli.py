@@ -27,6 +27,23 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--config", required=True, type=Path, help="TOML config file (endpoints, data, costs)")
     worker.add_argument("--id", help="worker id (default <host>-<pid>); heartbeats say worker-<id>")
 
+    backtest = commands.add_parser("backtest", help="backtest one stored strategy in this process")
+    backtest.add_argument("name", help="strategy name (see `swimmy strategies list`)")
+    backtest.add_argument("--config", required=True, type=Path)
+    backtest.add_argument("--from", dest="date_from", metavar="DATE", help="YYYY-MM-DD or RFC 3339 (inclusive)")
+    backtest.add_argument("--to", dest="date_to", metavar="DATE", help="YYYY-MM-DD or RFC 3339 (exclusive)")
+
+    strategies = commands.add_parser("strategies", help="the strategy population")
+    strategies_commands = strategies.add_subparsers(dest="strategies_command", required=True, metavar="SUBCOMMAND")
+    listing = strategies_commands.add_parser("list", help="print the population as a table")
+    listing.add_argument("--config", required=True, type=Path)
+    listing.add_argument("--rank", choices=("incubator", "B", "A", "S", "graveyard"))
+    listing.add_argument("--limit", type=int, help="at most this many rows")
+    importing = strategies_commands.add_parser("import", help="add hand-written strategies from a TOML file")
+    importing.add_argument("file", type=Path)
+    importing.add_argument("--config", required=True, type=Path)
+    importing.add_argument("--timeout", type=float, default=5.0, help="control channel timeout when the daemon runs")
+
     config = commands.add_parser("config", help="config tools")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")
     check = config_commands.add_parser("check", help="validate a config and print it, secrets redacted")
@@ -73,6 +90,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _config_check(args)
         if args.command == "worker":
             return _worker(args)
+        if args.command == "backtest":
+            from swimmy.backtest.offline import run_offline
+
+            return run_offline(load_config(args.config), args.name, args.date_from, args.date_to)
+        if args.command == "strategies":
+            return _strategies(args)
         if args.command == "tail":
             return _tail(args)
         if args.command == "heartbeat":
@@ -163,6 +186,44 @@ def _peer(args: argparse.Namespace) -> int:
         return asyncio.run(run_peer(cfg, args.source, args.count))
     except KeyboardInterrupt:
         return 0
+
+
+def _strategies(args: argparse.Namespace) -> int:
+    from swimmy.catalog import import_specs, parse_import_file, render_table
+    from swimmy.errors import LockHeldError, StoreError
+    from swimmy.lockfile import LockFile
+    from swimmy.store import Store
+
+    cfg = load_config(args.config)
+    db = cfg.school.db_path
+    if args.strategies_command == "list":
+        if not db.exists():
+            print(render_table([]))
+            print(f"(no strategy store at {db} yet)", file=sys.stderr)
+            return 0
+        try:
+            with Store.open_readonly(db) as store:
+                rows = store.list_strategies(rank=args.rank, limit=args.limit)
+        except StoreError as exc:
+            print(f"swimmy: {exc}", file=sys.stderr)
+            return 1
+        print(render_table(rows))
+        return 0
+    specs = parse_import_file(args.file)
+    lock = LockFile(db, f"database {db}")
+    try:
+        lock.acquire()
+    except LockHeldError:  # the daemon runs: it is the only writer, so it does the import
+        wires = [s.to_wire(s.name()) for s in specs]
+        return _control(args.config, "strategies.import", {"strategies": wires}, args.timeout)
+    try:
+        with Store.open(db) as store:
+            outcome = import_specs(store, specs, time.time())
+    finally:
+        lock.release()
+    for key, value in outcome.items():
+        print(f"{key}: {value}")
+    return 0
 
 
 def _worker(args: argparse.Namespace) -> int:

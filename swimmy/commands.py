@@ -46,7 +46,25 @@ def build_commands(daemon: Daemon) -> dict[str, Command]:
             raise CommandError("the request was refused: no worker is connected, or the send queue is full")
         return {"request_id": request_id}
 
-    commands: dict[str, Command] = {"ping": ping, "heartbeat.now": heartbeat_now, "backtest.submit": backtest_submit}
+    async def strategies_import(args: dict[str, Any]) -> dict[str, Any]:
+        from swimmy.backtest.strategies import StrategySpec, validate
+        from swimmy.catalog import import_specs
+        from swimmy.errors import BacktestError
+
+        assert daemon.store is not None
+        wires = args.get("strategies")
+        if not isinstance(wires, list):
+            raise CommandError("strategies: a list of strategy objects is required", 2)
+        try:
+            specs = [StrategySpec.from_wire(w) for w in wires]
+            for spec in specs:
+                validate(spec)
+        except BacktestError as exc:
+            raise CommandError(str(exc), 2) from None
+        return import_specs(daemon.store, specs, daemon.clock.time())
+
+    commands: dict[str, Command] = {"ping": ping, "heartbeat.now": heartbeat_now, "backtest.submit": backtest_submit,
+                                    "strategies.import": strategies_import}
     if not daemon.cfg.debug.enabled:
         return commands
 

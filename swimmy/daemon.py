@@ -31,12 +31,13 @@ from swimmy.commands import build_commands
 from swimmy.config import Config, load_config, plan_reload
 from swimmy.control import ControlServer
 from swimmy.dispatcher import Dispatcher, heartbeat_handler
-from swimmy.errors import ConfigError
+from swimmy.errors import ConfigError, StoreError
 from swimmy.health import Progress
 from swimmy.heartbeat import HeartbeatPublisher
 from swimmy.lockfile import LockFile
 from swimmy.loopwatch import LoopWatch, dump_tasks
 from swimmy.peers import PeerMonitor, PeerTable
+from swimmy.store import Store
 from swimmy.telemetry.envelope import Encoder
 from swimmy.telemetry.logbridge import LogBridge, configure_logging, reset_logging
 from swimmy.telemetry.queue import EventQueue
@@ -108,6 +109,7 @@ class Daemon:
         self.dispatcher: Dispatcher | None = None
         self.control: ControlServer | None = None
         self.backtests: BacktestClient | None = None
+        self.store: Store | None = None
         self.workers: WorkerSupervisor | None = None
 
     # -- public ------------------------------------------------------------------------------
@@ -124,10 +126,11 @@ class Daemon:
         try:
             self._start_telemetry()
             try:
+                self.store = Store.open(self.cfg.school.db_path)
                 self._open_sockets(keys)
-            except ZMQError as exc:
+            except (ZMQError, StoreError) as exc:
                 self._stop_reason = f"startup failed: {exc}"
-                log.error("cannot bind a socket", error=str(exc))
+                log.error("start-up failed", error=str(exc))
                 print(f"swimmy: {exc}", file=self.stderr, flush=True)
             else:
                 self._install_signals()
@@ -438,6 +441,8 @@ class Daemon:
             await self.workers.stop()
         if self.wire is not None:
             self.wire.close()  # LINGER bounds this even with a peer gone and its queue full
+        if self.store is not None:
+            self.store.close()
         loop = asyncio.get_running_loop()
         for sig in self._signals:
             loop.remove_signal_handler(sig)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3  # noqa: TID251 - this module is the one place that talks to SQLite
+import sqlite3
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, fields

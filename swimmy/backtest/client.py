@@ -108,6 +108,9 @@ class BacktestClient:
         pending = self._inflight.pop(result.request_id, None)
         if pending is None:
             self.ignored += 1  # a duplicate (the resend was answered too) or a result after the timeout
+            self._emit("backtest.result_ignored", service="school", severity="debug", correlation_id=result.request_id,
+                       data={"request_id": result.request_id, "status": result.status, "worker": result.worker,
+                             "reason": "not in flight: a duplicate, or after backtest.timeout"})
             return None
         self.completed += 1
         sharpe = result.metrics.get("sharpe") if result.metrics else None

@@ -113,6 +113,7 @@ class TestTimeouts:
         assert len(emit.of_type("backtest.completed")) == 1
         assert emit.of_type("backtest.completed")[0].data["attempts"] == 2
         assert len(outcomes) == 1 and client.ignored == 1
+        assert emit.of_type("backtest.result_ignored")[0].correlation_id == rid
 
     def test_a_late_answer_after_the_timeout_changes_nothing(self) -> None:
         """A result after backtest.timeout is ignored: the owner already heard `timeout`."""
