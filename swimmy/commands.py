@@ -86,19 +86,20 @@ def build_commands(daemon: Daemon) -> dict[str, Command]:
         return {"slept_sec": seconds}
 
     async def load(args: dict[str, Any]) -> dict[str, Any]:
-        # Sustained telemetry load for benchmarks: `rate` events/s for `seconds`, in 10 ms slices.
+        # Sustained telemetry load for benchmarks: `rate` events/s for `seconds`, in 1 ms slices so the
+        # load is steady rather than 100 bursts a second.
         rate = _number(args, "rate", 100_000, int)
         seconds = min(_number(args, "seconds", 5.0, float), 600.0)
-        per_slice = max(1, rate // 100)
+        per_slice = max(1, rate // 1000)
         loop = asyncio.get_running_loop()
         start = loop.time()
         emitted = 0
         while (elapsed := loop.time() - start) < seconds:
-            due = int(min(elapsed + 0.01, seconds) * rate) - emitted
+            due = int(min(elapsed + 0.001, seconds) * rate) - emitted
             for _ in range(max(0, min(due, per_slice * 2))):
                 daemon.emit("debug.load", service="core", severity="debug", data={"n": emitted})
                 emitted += 1
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.001)
         return {"emitted": emitted, "seconds": round(loop.time() - start, 3)}
 
     async def stall_writer(args: dict[str, Any]) -> dict[str, Any]:

@@ -195,13 +195,14 @@ class Daemon:
         cfg = self.cfg
         wire = self.wire = Wire(cfg.zmq, keys)
 
-        def bind(kind: int, key: str, endpoint: str) -> Any:
+        def bind(kind: int, key: str, endpoint: str, linger_ms: int | None = None) -> Any:
             try:
-                return wire.bind(kind, endpoint, curve=endpoint in self._curve)
+                return wire.bind(kind, endpoint, curve=endpoint in self._curve, linger_ms=linger_ms)
             except ZMQError as exc:
                 raise ZMQError(exc.errno, f"cannot bind {key} {endpoint}: {exc.strerror}") from None
 
-        pub = bind(PUB, "zmq.pub_endpoint", cfg.zmq.pub_endpoint)
+        # Heartbeats are disposable: a frozen subscriber must not hold the stop for LINGER.
+        pub = bind(PUB, "zmq.pub_endpoint", cfg.zmq.pub_endpoint, linger_ms=0)
         self._pull_sockets = [
             bind(PULL, "zmq.pull_endpoint", cfg.zmq.pull_endpoint),
             bind(PULL, "zmq.result_endpoint", cfg.zmq.result_endpoint),

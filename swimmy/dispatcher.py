@@ -16,7 +16,7 @@ import structlog
 from swimmy.clock import Clock
 from swimmy.telemetry.queue import Emit
 from swimmy.wire.messages import UNKNOWN_TYPE, Message, Rejected, parse, parse_heartbeat
-from swimmy.wire.zmq import make_poller, try_recv
+from swimmy.wire.zmq import Reader
 
 Handler = Callable[[Message], "Rejected | None"]
 HANDLER_ERROR = "handler_error"
@@ -137,18 +137,18 @@ class Dispatcher:
                    correlation_id=sample.id or "unknown", data=data)
 
     async def run(self, sockets: list[Any]) -> None:
-        """Receive from every socket; wake at least once a second."""
-        poller = make_poller(sockets)
-        while True:
-            self._on_progress()
-            events = await poller.poll(timeout=int(TICK_SEC * 1000))
-            for sock, _ in events:
-                for _ in range(BATCH):
-                    frames = try_recv(sock)
-                    if frames is None:
-                        break
-                    self.dispatch(frames)
-            self.flush_rejections()
+        """Dispatch from every socket as messages arrive; tick once a second (progress, coalesced reports)."""
+        readers = [Reader(sock, self.dispatch, batch=BATCH) for sock in sockets]
+        for reader in readers:
+            reader.start()
+        try:
+            while True:
+                self._on_progress()
+                self.flush_rejections()
+                await self._clock.sleep(TICK_SEC)
+        finally:
+            for reader in readers:
+                reader.stop()
 
 
 def heartbeat_handler(emit: Emit, heard: Callable[[str], None], rtt_ms: Callable[[str], float | None]) -> Handler:
