@@ -8,9 +8,12 @@ Schema history (`PRAGMA user_version`):
 
 - v1: `strategies` and `oos_queue`. An errored OOS request was retried after a
   backoff the daemon derived from `attempts` alone.
-- v2 (current): adds the `wfv_runs` table (walk-forward runs persisted with
+- v2: adds the `wfv_runs` table (walk-forward runs persisted with
   `started_at`, so pending entries survive a restart and can expire) and the
   `oos_queue.backoff_sec` column (the backoff in force is stored, not guessed).
+- v3 (current): `strategies.wfv_decision` (the latest WFV verdict, so "no WFV
+  result yet" is an indexed column, not a scan of `wfv_runs`) and an index on
+  (rank, is_sharpe) for the school's candidate queries at 100,000 strategies.
 
 A migration is one entry of `_MIGRATIONS` (index i takes a file from version i
 to i + 1) and runs in one transaction together with its `user_version` bump,
@@ -119,7 +122,12 @@ _V2: Final = (
     "CREATE INDEX wfv_runs_status_started ON wfv_runs (status, started_at)",
 )
 
-_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2)
+_V3: Final = (
+    "ALTER TABLE strategies ADD COLUMN wfv_decision TEXT NULL",
+    "CREATE INDEX strategies_rank_sharpe ON strategies (rank, is_sharpe)",
+)
+
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 
@@ -149,6 +157,7 @@ class StrategyRow:
     oos_sharpe: float | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
+    wfv_decision: str | None = None
 
     @property
     def is_metrics(self) -> dict[str, float | int | None]:
@@ -207,6 +216,7 @@ _STRATEGY_COLUMNS: Final = (
     "oos_sharpe",
     "created_at",
     "updated_at",
+    "wfv_decision",
 )
 _OOS_COLUMNS: Final = ("strategy", "request_id", "requested_at", "status", "attempts", "last_error", "backoff_sec")
 _WFV_COLUMNS: Final = tuple(f.name for f in fields(WfvRow))
@@ -318,6 +328,7 @@ class Store:
             _finite(row.oos_sharpe),
             row.created_at,
             row.updated_at,
+            row.wfv_decision,
         )
         marks = ", ".join("?" * len(_STRATEGY_COLUMNS))
         sql = (
@@ -372,6 +383,39 @@ class Store:
     def set_oos_sharpe(self, name: str, oos_sharpe: float | None, now: float) -> None:
         """Store (or forget, with None) a strategy's OOS Sharpe."""
         self._update_strategy(name, "oos_sharpe = ?, updated_at = ?", [_finite(oos_sharpe), now])
+
+    def set_wfv_decision(self, name: str, decision: str | None, now: float) -> None:
+        """Store a strategy's latest WFV verdict (validated / overfit / weak / error)."""
+        self._update_strategy(name, "wfv_decision = ?, updated_at = ?", [decision, now])
+
+    def oos_candidates(self, *, min_trades: int, sharpe: float, profit_factor: float, win_rate: float,
+                       max_drawdown: float, limit: int) -> list[StrategyRow]:
+        """Ranked strategies that meet the A base criteria and have no OOS Sharpe yet, best IS Sharpe first."""
+        sql = (
+            _select("strategies", _STRATEGY_COLUMNS)
+            + " WHERE rank IN ('B', 'A', 'S') AND oos_sharpe IS NULL AND is_trades >= ? AND is_sharpe >= ?"
+            " AND is_profit_factor >= ? AND is_win_rate >= ? AND is_max_drawdown < ?"
+            " ORDER BY is_sharpe DESC, name LIMIT ?"
+        )
+        return [_strategy(r) for r in self._read(sql, (min_trades, sharpe, profit_factor, win_rate, max_drawdown,
+                                                       limit))]
+
+    def wfv_candidates(self, limit: int) -> list[StrategyRow]:
+        """Strategies ranked B, A or S without a WFV result, best IS Sharpe first."""
+        sql = (
+            _select("strategies", _STRATEGY_COLUMNS)
+            + " WHERE rank IN ('B', 'A', 'S') AND wfv_decision IS NULL ORDER BY is_sharpe DESC, name LIMIT ?"
+        )
+        return [_strategy(r) for r in self._read(sql, (limit,))]
+
+    def awaiting_is(self, limit: int) -> list[StrategyRow]:
+        """Incubator strategies (no IS result yet), oldest first."""
+        sql = _select("strategies", _STRATEGY_COLUMNS) + " WHERE rank = 'incubator' ORDER BY created_at, name LIMIT ?"
+        return [_strategy(r) for r in self._read(sql, (limit,))]
+
+    def rules_hashes(self) -> set[str]:
+        """Every rules_hash in the store (graveyard included): what breeding must not repeat."""
+        return {str(r[0]) for r in self._read("SELECT rules_hash FROM strategies")}
 
     def _update_strategy(self, name: str, sets: str, values: list[object]) -> None:
         with self._write(f"update strategy {name}") as conn:

@@ -91,7 +91,7 @@ class TestOpening:
     def test_fresh_file_gets_current_version_and_wal(self, db: Path) -> None:
         """A new file is created at the current schema version, in WAL mode."""
         with Store.open(db) as s:
-            assert s.schema_version == SCHEMA_VERSION == 2
+            assert s.schema_version == SCHEMA_VERSION == 3
             assert s.journal_mode == "wal"
         conn = sqlite3.connect(db)
         try:
@@ -152,9 +152,9 @@ class TestOpening:
         conn.executescript("CREATE TABLE future (x INTEGER); INSERT INTO future VALUES (1); PRAGMA user_version = 7;")
         conn.close()
         before = db.read_bytes()
-        with pytest.raises(StoreError, match=r"made by a newer swimmy: schema 7 > 2"):
+        with pytest.raises(StoreError, match=r"made by a newer swimmy: schema 7 > 3"):
             Store.open(db)
-        with pytest.raises(StoreError, match=r"made by a newer swimmy: schema 7 > 2"):
+        with pytest.raises(StoreError, match=r"made by a newer swimmy: schema 7 > 3"):
             Store.open_readonly(db)
         assert db.read_bytes() == before
         assert not Path(f"{db}-wal").exists()
@@ -553,3 +553,31 @@ class TestCascade:
         with Store.open_readonly(db) as ro:
             assert ro.list_oos_rows() == []
             assert ro.list_wfv_runs() == []
+
+
+class TestSchoolQueries:
+    """The indexed queries the school runs every cycle (v3)."""
+
+    def _add(self, store: Store, name: str, rank: str, sharpe: float | None, **kw: object) -> None:
+        row = StrategyRow(name=name, rules_hash=name, family="sma_cross", params={"fast": 1, "slow": 2},
+                          symbol="EURUSD", timeframe="H1", rank=rank, is_sharpe=sharpe, is_trades=40,
+                          is_profit_factor=1.5, is_win_rate=0.5, is_max_drawdown=0.05, **kw)  # type: ignore[arg-type]
+        assert store.add_strategy(row)
+
+    def test_oos_and_wfv_candidates(self, db: Path) -> None:
+        """OOS: meets A base, ranked, no OOS Sharpe; WFV: B/A/S without a verdict; both best IS Sharpe first."""
+        with Store.open(db) as s:
+            self._add(s, "a", "B", 0.9)
+            self._add(s, "b", "B", 0.5)
+            self._add(s, "c", "B", 0.2)  # below A base sharpe
+            self._add(s, "d", "A", 0.8, oos_sharpe=0.4)  # OOS known
+            self._add(s, "e", "graveyard", 1.5)
+            self._add(s, "f", "incubator", None)
+            s.set_wfv_decision("a", "validated", 1.0)
+            oos = s.oos_candidates(min_trades=30, sharpe=0.45, profit_factor=1.3, win_rate=0.43, max_drawdown=0.16,
+                                   limit=10)
+            assert [r.name for r in oos] == ["a", "b"]
+            assert [r.name for r in s.wfv_candidates(10)] == ["d", "b", "c"]
+            assert [r.name for r in s.awaiting_is(10)] == ["f"]
+            assert s.rules_hashes() == {"a", "b", "c", "d", "e", "f"}
+            assert s.get_strategy("a").wfv_decision == "validated"  # type: ignore[union-attr]
