@@ -23,6 +23,20 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, type=Path, help="TOML config file")
     run.add_argument("--exit-after", type=float, metavar="SECONDS", help="stop by itself after this many seconds")
 
+    wfv = commands.add_parser("wfv", help="walk-forward validation")
+    wfv_commands = wfv.add_subparsers(dest="wfv_command", required=True, metavar="SUBCOMMAND")
+    wfv_start = wfv_commands.add_parser("start", help="start a WFV run now, bypassing every guard")
+    wfv_start.add_argument("name")
+    wfv_start.add_argument("--config", required=True, type=Path)
+    wfv_start.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
+
+    oos = commands.add_parser("oos", help="out-of-sample backtests")
+    oos_commands = oos.add_subparsers(dest="oos_command", required=True, metavar="SUBCOMMAND")
+    oos_request = oos_commands.add_parser("request", help="request an OOS backtest now, whatever the throttle")
+    oos_request.add_argument("name")
+    oos_request.add_argument("--config", required=True, type=Path)
+    oos_request.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS")
+
     worker = commands.add_parser("worker", help="run a backtest worker")
     worker.add_argument("--config", required=True, type=Path, help="TOML config file (endpoints, data, costs)")
     worker.add_argument("--id", help="worker id (default <host>-<pid>); heartbeats say worker-<id>")
@@ -98,6 +112,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _strategies(args)
         if args.command == "tail":
             return _tail(args)
+        if args.command == "wfv":
+            return _control(args.config, "wfv.start", {"name": args.name}, args.timeout)
+        if args.command == "oos":
+            return _control(args.config, "oos.request", {"name": args.name}, args.timeout)
         if args.command == "heartbeat":
             return _control(args.config, "heartbeat.now", {}, args.timeout)
         if args.command == "keys":

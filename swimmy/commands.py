@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from swimmy import __version__
 from swimmy.control import Command, CommandError
+from swimmy.errors import SwimmyError
 
 if TYPE_CHECKING:
     from swimmy.daemon import Daemon
@@ -63,8 +64,32 @@ def build_commands(daemon: Daemon) -> dict[str, Command]:
             raise CommandError(str(exc), 2) from None
         return import_specs(daemon.store, specs, daemon.clock.time())
 
-    commands: dict[str, Command] = {"ping": ping, "heartbeat.now": heartbeat_now, "backtest.submit": backtest_submit,
-                                    "strategies.import": strategies_import}
+    async def wfv_start(args: dict[str, Any]) -> dict[str, Any]:
+        assert daemon.school is not None
+        name = _name(args)
+        try:
+            wfv_id = daemon.school.wfv.start_manual(name)
+        except SwimmyError as exc:
+            raise CommandError(str(exc), exc.exit_code) from None
+        return {"wfv_id": wfv_id, "strategy": name, "trigger": "manual"}
+
+    async def oos_request(args: dict[str, Any]) -> dict[str, Any]:
+        assert daemon.school is not None
+        name = _name(args)
+        try:
+            request_id = daemon.school.oos.request_now(name)
+        except SwimmyError as exc:
+            raise CommandError(str(exc), exc.exit_code) from None
+        return {"request_id": request_id, "strategy": name}
+
+    commands: dict[str, Command] = {
+        "ping": ping,
+        "heartbeat.now": heartbeat_now,
+        "backtest.submit": backtest_submit,
+        "strategies.import": strategies_import,
+        "wfv.start": wfv_start,
+        "oos.request": oos_request,
+    }
     if not daemon.cfg.debug.enabled:
         return commands
 
@@ -111,6 +136,13 @@ def build_commands(daemon: Daemon) -> dict[str, Command]:
                      "debug.stall_writer": stall_writer, "debug.sleep": sleep,
                      "debug.load": load})
     return commands
+
+
+def _name(args: dict[str, Any]) -> str:
+    name = args.get("name")
+    if not isinstance(name, str) or not name:
+        raise CommandError("name: a strategy name is required", 2)
+    return name
 
 
 def _optional_int(args: dict[str, Any], key: str) -> int | None:

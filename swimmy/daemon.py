@@ -37,6 +37,7 @@ from swimmy.heartbeat import HeartbeatPublisher
 from swimmy.lockfile import LockFile
 from swimmy.loopwatch import LoopWatch, dump_tasks
 from swimmy.peers import PeerMonitor, PeerTable
+from swimmy.school.loop import School
 from swimmy.store import Store
 from swimmy.telemetry.envelope import Encoder
 from swimmy.telemetry.logbridge import LogBridge, configure_logging, reset_logging
@@ -110,6 +111,7 @@ class Daemon:
         self.control: ControlServer | None = None
         self.backtests: BacktestClient | None = None
         self.store: Store | None = None
+        self.school: School | None = None
         self.workers: WorkerSupervisor | None = None
 
     # -- public ------------------------------------------------------------------------------
@@ -231,6 +233,9 @@ class Daemon:
                                      on_progress=self.progress.beater("dispatcher"))
         self.dispatcher.register("HEARTBEAT", heartbeat_handler(self.emit, self.peers.heard, self.publisher.rtt_ms))
         self.dispatcher.register("BACKTEST_RESULT", self.backtests.handle_result)
+        assert self.store is not None
+        self.school = School(cfg, self.store, self.backtests, self.emit, self.clock,
+                             on_progress=self.progress.beater("school"))
         self.control = ControlServer(control_sock, self.emit, build_commands(self),
                                      on_progress=self.progress.beater("control"))
 
@@ -329,6 +334,8 @@ class Daemon:
         start(self.backtests.run(), "backtest-client")
         if self.workers is not None:
             start(self.workers.run(), "workers")
+        assert self.school is not None
+        start(self.school.run(), "school")
         if self.cfg.debug.burst_on_start:
             start(self._burst(self.cfg.debug.burst_on_start), "debug-burst", finite=True)
 
@@ -390,6 +397,8 @@ class Daemon:
         self.cfg = plan.config
         if self._bridge is not None:
             self._bridge.level = self.cfg.telemetry.log_level
+        if self.school is not None:
+            self.school.update_config(self.cfg)
         if self.publisher is not None and self.peers is not None:
             self.publisher.interval_sec = self.cfg.heartbeat.interval_sec
             self.peers.table.timeout_sec = self.cfg.heartbeat.peer_timeout_sec

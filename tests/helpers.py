@@ -46,7 +46,8 @@ def write_config(directory: Path, sections: dict[str, dict[str, Any]] | None = N
         },
         "control": {"endpoint": f"tcp://127.0.0.1:{free_port()}"},
         "workers": {"embedded": 0},
-        "school": {"db_path": "var/school.db", "data_dir": str(REPO / "data" / "eurusd-h1-2017")},
+        # The school breeds nothing unless a test asks: most tests want a quiet daemon.
+        "school": {"db_path": "var/school.db", "data_dir": str(REPO / "data" / "eurusd-h1-2017"), "breed_per_cycle": 0},
         "snapshots": {"dir": "var/snapshots"},
         "metrics": {"listen": ""},
     }

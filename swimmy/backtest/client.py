@@ -94,6 +94,18 @@ class BacktestClient:
                                               self._clock.monotonic(), on_done)
         return request_id
 
+    def is_inflight(self, request_id: str) -> bool:
+        """Whether this request is still waiting for its answer."""
+        return request_id in self._inflight
+
+    def adopt(self, request_id: str, purpose: str, strategy: str, on_done: Callable[[Outcome], None]) -> None:
+        """Track a request sent by an earlier run (found in the store at start-up), so its result is accepted.
+
+        Its frames are not known, so it is not re-sent: it counts as already on its second attempt and
+        times out after one `timeout_sec` if no answer comes.
+        """
+        self._inflight[request_id] = _Pending([], purpose, strategy, self._clock.monotonic(), on_done, attempts=2)
+
     def _try_send(self, frames: list[bytes]) -> bool:
         try:
             return self._send(frames)

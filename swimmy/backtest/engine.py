@@ -325,10 +325,10 @@ def family_signals(
         if spec.family == "sma_cross":
             cs, base = _prefix_sums(c), float(c[0])
             fast, slow = _window_means(cs, base, int(p["fast"])), _window_means(cs, base, int(p["slow"]))
-            return _side(fast > slow, fast < slow), True
+            return _cross_state(fast, slow, c), True
         if spec.family == "ema_cross":
             fast, slow = ema(c, int(p["fast"])), ema(c, int(p["slow"]))
-            return _side(fast > slow, fast < slow), True
+            return _cross_state(fast, slow, c), True
         period = int(p["period"])
         if spec.family == "rsi_reversion":
             value = rsi(c, period)
@@ -350,6 +350,18 @@ def family_signals(
             channel_high[period:] = rolling_max(h[:-1], period)
             channel_low[period:] = -rolling_max(-lo[:-1], period)
         return _side(c > channel_high, c < channel_low), False
+
+
+# Two averages that are equal in exact arithmetic differ by rounding noise (~1e-14 on FX quotes) in
+# floats, and a noisy sign at a tie is a false cross (SPEC §4: equal changes nothing). A difference
+# within this share of the price is a tie; real crosses are millions of times wider.
+TIE_TOLERANCE = 1e-11
+
+
+def _cross_state(fast: FloatArray, slow: FloatArray, c: FloatArray) -> SignalArray:
+    tol = TIE_TOLERANCE * np.abs(c)
+    diff = fast - slow
+    return _side(diff > tol, diff < -tol)
 
 
 def _side(long: npt.NDArray[np.bool_], short: npt.NDArray[np.bool_]) -> SignalArray:

@@ -1,0 +1,89 @@
+"""The school end to end: two real embedded workers on the shipped EURUSD data, short intervals."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pytest
+from helpers import read_events, run_cli, wait_until, write_config
+
+from swimmy.store import Store
+
+pytestmark = pytest.mark.slow
+
+
+def test_oos_and_wfv_results_appear_and_each_request_shares_one_correlation_id(
+    tmp_path: Path, daemon_factory: Any
+) -> None:
+    """Bred, backtested, ranked; oos.result and wfv.result appear; all oos.*/wfv.* of one request share its id."""
+    config = write_config(tmp_path, {
+        "workers": {"embedded": 2},
+        "school": {"cycle_sec": 1, "breed_per_cycle": 10},
+        "oos": {"request_interval_sec": 30},
+        "wfv": {"interval_sec": 1, "max_pending": 2},
+        "heartbeat": {"interval_sec": 1},
+    })
+    telemetry = tmp_path / "var" / "telemetry.jsonl"
+    daemon = daemon_factory(config)
+
+    def seen(event_type: str) -> list[dict[str, Any]]:
+        return [e for e in read_events(telemetry) if e["event_type"] == event_type]
+
+    wait_until(lambda: seen("oos.result") and seen("wfv.result"), 90, "oos.result and wfv.result")
+    assert daemon.stop() == 0
+    events = read_events(telemetry)
+    assert any(e["event_type"] == "strategy.ranked" and e["data"]["from_rank"] == "incubator" for e in events)
+
+    by_request: dict[str, set[str]] = defaultdict(set)
+    for e in events:
+        if e["event_type"].startswith("oos."):
+            by_request[e["data"]["request_id"]].add(e["correlation_id"])
+    assert by_request and all(ids == {rid} for rid, ids in by_request.items())
+
+    by_wfv: dict[str, set[str]] = defaultdict(set)
+    for e in events:
+        if e["event_type"].startswith("wfv.") and e["event_type"] != "wfv.deferred":
+            by_wfv[e["data"]["wfv_id"]].add(e["correlation_id"])
+    assert by_wfv and all(ids == {wid} for wid, ids in by_wfv.items())
+
+    # The OOS request and its backtest share the id end to end.
+    result = seen("oos.result")[0]
+    completed = [e for e in events if e["event_type"] == "backtest.completed"
+                 and e["correlation_id"] == result["correlation_id"]]
+    assert completed and completed[0]["data"]["purpose"] == "oos"
+
+    with Store.open_readonly(tmp_path / "var" / "school.db") as store:
+        counts = store.count_by_rank()
+    assert sum(counts.values()) >= 10
+    listing = run_cli("strategies", "list", "--config", str(config), "--limit", "5")
+    assert listing.returncode == 0 and "strategies)" in listing.stdout
+
+
+def test_manual_wfv_and_oos_commands(tmp_path: Path, daemon_factory: Any) -> None:
+    """`wfv start` and `oos request`: manual trigger, exit 1 when already pending, exit 2 for an unknown name."""
+    config = write_config(tmp_path, {
+        "workers": {"embedded": 1},
+        "school": {"cycle_sec": 1, "breed_per_cycle": 4},
+        "wfv": {"enabled": False},
+        "backtest": {"timeout_sec": 30},
+    })
+    telemetry = tmp_path / "var" / "telemetry.jsonl"
+    daemon = daemon_factory(config)
+    wait_until(lambda: any(e["event_type"] == "strategy.ranked" for e in read_events(telemetry)), 60, "a ranking")
+    name = next(e["data"]["strategy"] for e in read_events(telemetry) if e["event_type"] == "strategy.ranked")
+    first = run_cli("wfv", "start", name, "--config", str(config))
+    assert first.returncode == 0, first.stderr
+    assert "trigger: manual" in first.stdout
+    again = run_cli("wfv", "start", name, "--config", str(config))
+    if not any(e["event_type"] == "wfv.result" for e in read_events(telemetry)):
+        assert again.returncode == 1 and "already has a WFV run pending" in again.stderr
+    unknown = run_cli("wfv", "start", "no-such-strategy", "--config", str(config))
+    assert unknown.returncode == 2 and "unknown strategy" in unknown.stderr
+    assert run_cli("oos", "request", "no-such-strategy", "--config", str(config)).returncode == 2
+    oos = run_cli("oos", "request", name, "--config", str(config))
+    assert oos.returncode == 0, oos.stderr
+    started = wait_until(lambda: [e for e in read_events(telemetry) if e["event_type"] == "wfv.started"], 10, "start")
+    assert started[0]["data"]["trigger"] == "manual"
+    assert daemon.stop() == 0
