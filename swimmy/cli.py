@@ -23,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--config", required=True, type=Path, help="TOML config file")
     run.add_argument("--exit-after", type=float, metavar="SECONDS", help="stop by itself after this many seconds")
 
+    status = commands.add_parser("status", help="the daemon's latest snapshots; exit 1 when it looks unhealthy")
+    status.add_argument("--config", required=True, type=Path)
+
     wfv = commands.add_parser("wfv", help="walk-forward validation")
     wfv_commands = wfv.add_subparsers(dest="wfv_command", required=True, metavar="SUBCOMMAND")
     wfv_start = wfv_commands.add_parser("start", help="start a WFV run now, bypassing every guard")
@@ -112,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _strategies(args)
         if args.command == "tail":
             return _tail(args)
+        if args.command == "status":
+            from swimmy.status import run_status
+
+            return run_status(load_config(args.config).snapshots.dir, sys.stdout)
         if args.command == "wfv":
             return _control(args.config, "wfv.start", {"name": args.name}, args.timeout)
         if args.command == "oos":

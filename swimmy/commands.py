@@ -27,11 +27,11 @@ def build_commands(daemon: Daemon) -> dict[str, Command]:
         hb_id = daemon.publisher.send_now()
         if hb_id is None:
             raise CommandError("the heartbeat could not be sent: the PUB socket refused it")
-        return {
-            "heartbeat_id": hb_id,
-            "pub": "sent",
-            "discord": "not available yet: the Discord notifier is not part of this build",
-        }
+        note = daemon.discord_heartbeat()
+        dry = daemon.notifier is not None and daemon.notifier.dry
+        discord = ("dry run: no webhook URL configured (see discord.dry_run in the stream)" if dry and note
+                   else f"queued ({note})" if note else "not queued: muted or the queue is full")
+        return {"heartbeat_id": hb_id, "pub": "sent", "discord": discord}
 
     async def backtest_submit(args: dict[str, Any]) -> dict[str, Any]:
         assert daemon.backtests is not None

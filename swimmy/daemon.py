@@ -25,20 +25,26 @@ from typing import Any, TextIO
 import structlog
 
 from swimmy import __version__
+from swimmy.alerts import ALERT_EVENTS, alert_for
 from swimmy.backtest.client import BacktestClient
 from swimmy.clock import Clock, SystemClock
 from swimmy.commands import build_commands
-from swimmy.config import Config, load_config, plan_reload
+from swimmy.config import Config, load_config, plan_reload, webhook_urls
 from swimmy.control import ControlServer
 from swimmy.dispatcher import Dispatcher, heartbeat_handler
 from swimmy.errors import ConfigError, StoreError
+from swimmy.figures import collect, summary_lines
 from swimmy.health import Progress
 from swimmy.heartbeat import HeartbeatPublisher
 from swimmy.lockfile import LockFile
 from swimmy.loopwatch import LoopWatch, dump_tasks
+from swimmy.metrics_http import MetricsServer
+from swimmy.notify.discord import DiscordNotifier, heartbeat_notification
 from swimmy.peers import PeerMonitor, PeerTable
 from swimmy.school.loop import School
+from swimmy.snapshots import SnapshotWriter
 from swimmy.store import Store
+from swimmy.systemd import Notifier, watchdog_due
 from swimmy.telemetry.envelope import Encoder
 from swimmy.telemetry.logbridge import LogBridge, configure_logging, reset_logging
 from swimmy.telemetry.queue import EventQueue
@@ -86,6 +92,17 @@ class Daemon:
             on_state_change=self._on_telemetry_state,
         )
         self.loopwatch = LoopWatch(self.emit, self.run_id)
+        self.sd = Notifier()
+        self._watchdog_at: float | None = None
+        self._sd_status = ""
+        heartbeat_url, alerts_url = webhook_urls(cfg.discord)
+        self.notifier: DiscordNotifier | None = DiscordNotifier(
+            cfg.discord, self.emit, self.clock, heartbeat_url=heartbeat_url, alerts_url=alerts_url,
+            on_progress=self.progress.beater("discord"))
+        self.queue.listen(ALERT_EVENTS, self._alert)
+        self.snapshots = SnapshotWriter(cfg.snapshots.dir, cfg.snapshots.interval_sec, self.figures, self.emit,
+                                        self.clock, on_progress=self.progress.beater("snapshots"))
+        self.metrics: MetricsServer | None = None
         self._locks = [
             LockFile(cfg.telemetry.path, f"telemetry path {cfg.telemetry.path}"),
             LockFile(cfg.school.db_path, f"database {cfg.school.db_path}"),
@@ -130,6 +147,12 @@ class Daemon:
             try:
                 self.store = Store.open(self.cfg.school.db_path)
                 self._open_sockets(keys)
+                if self.metrics is not None:
+                    try:
+                        await self.metrics.start()
+                    except OSError as exc:
+                        raise StoreError(f"cannot listen on metrics.listen {self.cfg.metrics.listen}: "
+                                         f"{exc.strerror or exc}") from None
             except (ZMQError, StoreError) as exc:
                 self._stop_reason = f"startup failed: {exc}"
                 log.error("start-up failed", error=str(exc))
@@ -142,6 +165,31 @@ class Daemon:
             for lock in self._locks:
                 lock.release()
         return code
+
+    def figures(self) -> dict[str, Any]:
+        """Every operator figure (snapshots, /metrics, the Discord summary)."""
+        return collect(self)
+
+    def uptime_sec(self) -> float:
+        """Seconds since start-up."""
+        return round(self.clock.monotonic() - self._started_at, 3)
+
+    def discord_heartbeat(self) -> str | None:
+        """Queue the Discord summary now; its notification id, or None when muted or dropped."""
+        if self.notifier is None:
+            return None
+        figures = self.figures()
+        note = heartbeat_notification(figures["status"], summary_lines(figures))
+        if not self.notifier.submit(note):
+            return None
+        self.emit("heartbeat.discord_sent", service="engine", correlation_id=note.id,
+                  data={"heartbeat_id": note.id, "status": "queued", "daemon_status": figures["status"]})
+        return note.id
+
+    def _alert(self, event_type: str, severity: str, correlation_id: Any, data: Any) -> None:
+        note = alert_for(event_type, severity, correlation_id, data)
+        if note is not None and self.notifier is not None:
+            self.notifier.submit(note)
 
     def request_stop(self, reason: str) -> None:
         """Ask for an orderly stop; a second request skips the grace wait (never the drain)."""
@@ -238,6 +286,8 @@ class Daemon:
                              on_progress=self.progress.beater("school"))
         self.control = ControlServer(control_sock, self.emit, build_commands(self),
                                      on_progress=self.progress.beater("control"))
+        if cfg.metrics.listen:
+            self.metrics = MetricsServer(cfg.metrics.listen, self.figures, self.progress.stale)
 
     def health_status(self) -> str:
         """OK, or DEGRADED when the daemon knows something is wrong."""
@@ -263,6 +313,7 @@ class Daemon:
             loop.add_signal_handler(sig, handler)
             self._signals.append(sig)
         self.loopwatch.start()
+        self.sd.ready(self._status_line())
         # Start-up objects (modules, config, sockets) live as long as the process: keep them out of
         # every later collection, so a GC pass walks only what the daemon allocates while it runs.
         gc.freeze()
@@ -336,14 +387,29 @@ class Daemon:
             start(self.workers.run(), "workers")
         assert self.school is not None
         start(self.school.run(), "school")
+        start(self.snapshots.run(), "snapshots")
+        start(self._discord_heartbeats(), "discord-heartbeat")
+        if self.notifier is not None:
+            start(self.notifier.run(), "discord", finite=True)  # stopped after a short flush, see _grace
         if self.cfg.debug.burst_on_start:
             start(self._burst(self.cfg.debug.burst_on_start), "debug-burst", finite=True)
 
     async def _grace(self, work: list[asyncio.Task[Any]]) -> None:
-        """Let in-flight work finish for up to GRACE_SEC, or until a second stop signal."""
+        """Let in-flight work finish for up to GRACE_SEC, or until a second stop signal.
+
+        The Discord notifier never finishes by itself: it gets until its queue is empty (the stop
+        alert included), within the same bound.
+        """
         assert self._forced is not None
-        pending = [t for t in work if not t.done()]
+        notifier = next((t for t in work if t.get_name() == "discord"), None)
+        pending: list[asyncio.Future[Any]] = [t for t in work if not t.done() and t is not notifier]
+        flush = None
+        if notifier is not None and self.notifier is not None and not self.notifier.dry:
+            flush = asyncio.ensure_future(self._notifier_flushed())
+            pending.append(flush)
         if not pending or self._force:
+            if flush is not None:
+                flush.cancel()
             return
         forced = asyncio.ensure_future(self._forced.wait())
         finished = asyncio.ensure_future(asyncio.wait(pending))
@@ -352,6 +418,12 @@ class Daemon:
         finally:
             forced.cancel()
             finished.cancel()
+            if flush is not None:
+                flush.cancel()
+
+    async def _notifier_flushed(self) -> None:
+        while self.notifier is not None and self.notifier.queued:  # noqa: ASYNC110 - a bounded stop-time poll
+            await asyncio.sleep(0.05)
 
     async def _supervise(self) -> None:
         assert self._wakeup is not None
@@ -364,6 +436,7 @@ class Daemon:
             if self._dump_requested:
                 self._dump_requested = False
                 dump_tasks(self.emit, self.run_id, "SIGUSR1", self.loopwatch.last_lag_ms)
+            self._systemd_tick()
             timeout = SUPERVISE_TICK_SEC
             if deadline is not None:
                 left = deadline - self.clock.monotonic()
@@ -376,8 +449,41 @@ class Daemon:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
 
+    def _systemd_tick(self) -> None:
+        """WATCHDOG=1 at half the watchdog interval, only while every task makes progress; STATUS= on change."""
+        now = self.clock.monotonic()
+        if watchdog_due(self._watchdog_at, now, self.sd.watchdog_interval_sec, not self.progress.stale()):
+            self.sd.watchdog()
+            self._watchdog_at = now
+        line = self._status_line()
+        if line != self._sd_status:
+            self._sd_status = line
+            self.sd.status(line)
+
+    def _status_line(self) -> str:
+        reasons = self.degraded_reasons()
+        workers = f"{self.workers.alive()}/{self.workers.configured} workers" if self.workers else "no embedded workers"
+        return f"{'DEGRADED: ' + '; '.join(reasons) if reasons else 'OK'}; {workers}"
+
+    async def _discord_heartbeats(self) -> None:
+        """The Discord summary every discord.heartbeat_interval_sec (reloadable); wakes every second."""
+        last = self.clock.monotonic()
+        while True:
+            self.progress.beat("discord-heartbeat")
+            if self.clock.monotonic() - last >= self.cfg.discord.heartbeat_interval_sec:
+                last = self.clock.monotonic()
+                self.discord_heartbeat()
+            await self.clock.sleep(1.0)
+
     def _reload(self) -> None:
         """SIGHUP: reopen the telemetry file, then apply the reloadable keys of the file as it is now."""
+        self.sd.reloading()
+        try:
+            self._apply_reload()
+        finally:
+            self.sd.ready(self._status_line())  # always: systemd would otherwise leave the unit "reloading"
+
+    def _apply_reload(self) -> None:
         self.writer.request_reopen()
         if self.cfg.source is None:
             return
@@ -399,6 +505,9 @@ class Daemon:
             self._bridge.level = self.cfg.telemetry.log_level
         if self.school is not None:
             self.school.update_config(self.cfg)
+        if self.notifier is not None:
+            self.notifier.update_config(self.cfg.discord)
+        self.snapshots.interval_sec = self.cfg.snapshots.interval_sec
         if self.publisher is not None and self.peers is not None:
             self.publisher.interval_sec = self.cfg.heartbeat.interval_sec
             self.peers.table.timeout_sec = self.cfg.heartbeat.peer_timeout_sec
@@ -429,6 +538,7 @@ class Daemon:
         if self._stopping_emitted:
             return
         self._stopping_emitted = True
+        self.sd.stopping()
         log.info("swimmy stopping", reason=self._stop_reason or "unknown", queued=len(self.queue))
         self.emit(
             "daemon.stopping",
@@ -442,7 +552,7 @@ class Daemon:
         await self._burst(count)
 
     def _uptime(self) -> float:
-        return round(self.clock.monotonic() - self._started_at, 3)
+        return self.uptime_sec()
 
     async def _shutdown(self) -> int:
         self._emit_stopping()
@@ -451,8 +561,16 @@ class Daemon:
             await self.workers.stop()
         if self.wire is not None:
             self.wire.close()  # LINGER bounds this even with a peer gone and its queue full
+        if self.store is not None and self.school is not None:
+            # The last word of this run: `swimmy status` must not call a stopped daemon healthy.
+            with contextlib.suppress(Exception):
+                await self.snapshots.write_once(status="STOPPED", stop_reason=self._stop_reason)
         if self.store is not None:
             self.store.close()
+        if self.metrics is not None:
+            await self.metrics.close()
+        if self.notifier is not None:
+            await self.notifier.close()
         loop = asyncio.get_running_loop()
         for sig in self._signals:
             loop.remove_signal_handler(sig)
@@ -501,4 +619,5 @@ class Daemon:
             print(f"swimmy: stopped ({self._stop_reason}); {self.writer.written} events written, "
                   f"{self.queue.dropped_total} dropped", file=self.stderr, flush=True)
         reset_logging()
+        self.sd.close()
         return code

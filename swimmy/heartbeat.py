@@ -50,6 +50,7 @@ class HeartbeatPublisher:
         self.seq = 0
         self.sent = 0
         self.send_failures = 0
+        self.last_rtt_ms: float | None = None
         self._recent: OrderedDict[str, float] = OrderedDict()
 
     def maybe_send(self) -> str | None:
@@ -99,7 +100,8 @@ class HeartbeatPublisher:
         sent_at = self._recent.get(ack_of)
         if sent_at is None:
             return None
-        return round((self._clock.monotonic() - sent_at) * 1000, 3)
+        self.last_rtt_ms = round((self._clock.monotonic() - sent_at) * 1000, 3)
+        return self.last_rtt_ms
 
     async def run(self) -> None:
         """Send when due; wake at least once a second."""

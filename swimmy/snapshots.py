@@ -1,11 +1,24 @@
-"""Snapshot files: the atomic writer (the metrics/status builders arrive with the snapshot task)."""
+"""Snapshot files (SPEC §7): the atomic writer, and metrics.json / status.json every interval."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import tempfile
+import uuid
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
+
+import orjson
+import structlog
+
+from swimmy.clock import Clock
+from swimmy.telemetry.envelope import SCHEMA_VERSION, TimestampFormatter
+from swimmy.telemetry.queue import Emit
+
+log = structlog.get_logger(logger_name="swimmy.snapshots")
 
 
 def atomic_write(path: Path, content: bytes, *, mode: int = 0o640) -> None:
@@ -33,3 +46,71 @@ def atomic_write(path: Path, content: bytes, *, mode: int = 0o640) -> None:
         os.fsync(dir_fd)
     finally:
         os.close(dir_fd)
+
+
+STATUS_KEYS = ("status", "reasons", "run_id", "pid", "version", "config_hash", "uptime_sec", "stale_tasks",
+               "stop_reason")
+
+
+def split_snapshots(
+    figures: dict[str, Any], timestamp: str, interval_sec: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(metrics.json, status.json) bodies: every figure, and the health an operator checks first."""
+    head = {"schema_version": SCHEMA_VERSION, "timestamp": timestamp}
+    metrics = {**head, **figures}
+    status = {**head, **{k: figures.get(k) for k in STATUS_KEYS}, "interval_sec": interval_sec,
+              "telemetry_failing": figures["telemetry"]["failing"],
+              "silent_peers": figures.get("peers", {}).get("silent", [])}
+    return metrics, status
+
+
+class SnapshotWriter:
+    """Writes metrics.json and status.json atomically every `interval_sec`, then says so in the stream."""
+
+    def __init__(self, directory: Path, interval_sec: float, figures: Callable[[], dict[str, Any]], emit: Emit,
+                 clock: Clock, *, on_progress: Callable[[], None] | None = None) -> None:
+        self.directory = Path(directory)
+        self.interval_sec = interval_sec
+        self._figures = figures
+        self._emit = emit
+        self._clock = clock
+        self._on_progress = on_progress or (lambda: None)
+        self._stamp = TimestampFormatter()
+        self.written = 0
+        self.errors = 0
+
+    async def write_once(self, **override: Any) -> None:
+        """One pair of snapshots (the file I/O in a thread: fsync must not stall the loop)."""
+        figures = {**self._figures(), **override}
+        metrics, status = split_snapshots(figures, self._stamp(self._clock.time()), self.interval_sec)
+        for name, body, event, service in (("metrics.json", metrics, "metrics.snapshot", "school"),
+                                           ("status.json", status, "status.snapshot", "shell")):
+            path = self.directory / name
+            blob = orjson.dumps(body, option=orjson.OPT_INDENT_2, default=str)
+            try:
+                await asyncio.to_thread(_write, path, blob)
+            except OSError as exc:
+                self.errors += 1
+                log.warning("snapshot not written", path=str(path), error=f"{exc.strerror or exc}")
+                continue
+            self.written += 1
+            key = {"status": figures["status"], "queue_depth": figures["telemetry"]["queue_depth"],
+                   "strategies": figures.get("strategies"), "uptime_sec": figures["uptime_sec"]}
+            self._emit(event, service=service, correlation_id=str(uuid.uuid4()),
+                       data={"path": str(path), "bytes": len(blob), **key})
+
+    async def run(self) -> None:
+        """Write every interval; wake every second for progress."""
+        while True:
+            await self.write_once()
+            waited = 0.0
+            while waited < self.interval_sec:
+                self._on_progress()
+                step = min(1.0, self.interval_sec - waited)
+                await self._clock.sleep(step)
+                waited += step
+
+
+def _write(path: Path, blob: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(path, blob)

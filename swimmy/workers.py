@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from swimmy.clock import Clock
+from swimmy.systemd import child_env
 from swimmy.telemetry.queue import Emit
 
 BACKOFF_MIN_SEC = 1.0
@@ -65,6 +66,7 @@ class WorkerSupervisor:
         slot.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "swimmy", "worker", "--config", str(self.config_path), "--id", slot.worker_id,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
+            env=child_env(),  # the notify socket and the watchdog are the daemon's, not its workers'
         )
         slot.started_at = self._clock.monotonic()
         slot.restart_at = None

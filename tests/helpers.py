@@ -63,12 +63,20 @@ def write_config(directory: Path, sections: dict[str, dict[str, Any]] | None = N
     return path
 
 
-def read_events(path: Path) -> list[dict[str, Any]]:
-    """Every line of a JSONL file, parsed; a torn or invalid line fails the test."""
+def read_events(path: Path, *, complete: bool = False) -> list[dict[str, Any]]:
+    """Every line of a JSONL file, parsed; an invalid line fails the test.
+
+    A live writer may be in the middle of its write() when we read (a reader can see part of it),
+    so by default a last line without its newline is left for the next read, as `tail -f` does.
+    `complete=True` is for a file at rest: then a missing final newline is a torn line and fails.
+    """
     if not path.exists():
         return []
     raw = path.read_bytes()
-    assert not raw or raw.endswith(b"\n"), f"{path} ends with a torn line: {raw[-200:]!r}"
+    if complete:
+        assert not raw or raw.endswith(b"\n"), f"{path} ends with a torn line: {raw[-200:]!r}"
+    elif raw and not raw.endswith(b"\n"):
+        raw = raw[: raw.rfind(b"\n") + 1]
     return [orjson.loads(line) for line in raw.splitlines()]
 
 
@@ -80,7 +88,7 @@ def read_all_events(path: Path) -> list[dict[str, Any]]:
     )
     events: list[dict[str, Any]] = []
     for p in [*backups, path]:
-        events.extend(read_events(p))
+        events.extend(read_events(p, complete=True))
     return events
 
 

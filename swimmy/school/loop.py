@@ -11,7 +11,6 @@ import asyncio
 import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import structlog
@@ -218,6 +217,6 @@ class School:
                          "generation": row.generation})
         self._on_ranked(row.name, row.rank, rank, reason)
 
-    def stats(self) -> dict[str, Any]:
-        """Figures for snapshots: strategies by rank, IS in flight, cycles."""
-        return {"by_rank": self._store.count_by_rank(), "is_inflight": len(self._is_inflight), "cycles": self.cycles}
+    def by_rank(self) -> dict[str, int]:
+        """How many strategies hold each rank."""
+        return self._store.count_by_rank()

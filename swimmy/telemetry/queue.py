@@ -12,7 +12,7 @@ import asyncio
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from swimmy.telemetry.envelope import Record
@@ -51,6 +51,8 @@ class EventQueue:
         self.dropped_total = 0
         self.dropped_after_close = 0
         self.internal_errors = 0
+        # event_type -> callbacks run at acceptance (Discord alerts must not wait for the writer)
+        self._listeners: dict[str, list[Callable[[str, str, Any, Any], None]]] = {}
 
     # -- producer side -----------------------------------------------------------------------
 
@@ -83,8 +85,22 @@ class EventQueue:
             self._items.append((self._seq, t, log_type, event_type, service, severity, correlation_id, data))
             if self._waiter is not None:
                 self._wake()
+            if event_type in self._listeners:
+                self._notify(event_type, severity, correlation_id, data)
         except Exception:  # noqa: BLE001 - emit must never raise into its caller
             self.internal_errors += 1
+
+    def listen(self, event_types: Iterable[str], callback: Callable[[str, str, Any, Any], None]) -> None:
+        """Call `callback(event_type, severity, correlation_id, data)` when one of these is accepted."""
+        for event_type in event_types:
+            self._listeners.setdefault(event_type, []).append(callback)
+
+    def _notify(self, event_type: str, severity: str, correlation_id: Any, data: Any) -> None:
+        for callback in self._listeners.get(event_type, ()):
+            try:
+                callback(event_type, severity, correlation_id, data)
+            except Exception:  # noqa: BLE001 - a listener's bug must not cost the caller its emit
+                self.internal_errors += 1
 
     def _count_drop(self, event_type: str) -> None:
         self.dropped_total += 1
@@ -109,6 +125,8 @@ class EventQueue:
         self._items.append((self._seq, t, log_type, event_type, service, severity, cid, data))
         if self._waiter is not None:
             self._wake()
+        if event_type in self._listeners:
+            self._notify(event_type, severity, cid, data)
 
     def _emit_from_thread(
         self, t: float, log_type: str, event_type: str, service: str, severity: str, cid: Any, data: Any

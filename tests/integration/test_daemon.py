@@ -53,7 +53,8 @@ class TestStop:
         events = read_events(tmp_path / "var" / "telemetry.jsonl")
         types = [e["event_type"] for e in events]
         assert types[0] == "daemon.started"
-        assert types[-2:] == ["daemon.stopping", "daemon.stopped"]
+        assert types[-1] == "daemon.stopped"
+        assert types.index("daemon.stopping") < types.index("daemon.stopped")
         started = events[0]
         assert started["correlation_id"] == started["run_id"]
         assert started["data"]["config_path"] == str(config)

@@ -43,7 +43,7 @@ def heartbeat_status(config: Path) -> str:
 
 def assert_whole_lines(path: Path) -> list[dict[str, Any]]:
     """Every line parses and the file ends with a newline (read_events fails on a torn line)."""
-    return read_events(path)
+    return read_events(path, complete=True)
 
 
 def test_full_disk_is_survived_and_recovered(small_disk: Path, daemon_factory: Any, tmp_path: Path) -> None:

@@ -116,18 +116,23 @@ class TestHeartbeatLoop:
 
 
 class TestControl:
-    def test_heartbeat_now_sends_one_and_says_what_is_missing(self, tmp_path: Path, daemon_factory: Any) -> None:
-        """`swimmy heartbeat now` exits 0; the heartbeat and the control.command are in the stream."""
+    def test_heartbeat_now_sends_a_pub_and_a_discord_heartbeat(self, tmp_path: Path, daemon_factory: Any) -> None:
+        """`swimmy heartbeat now` exits 0; the PUB heartbeat, the Discord summary and the command are in the stream."""
         config = write_config(tmp_path)
         daemon = daemon_factory(config)
         wait_until(lambda: started(tmp_path), 20, "start")
         result = run_cli("heartbeat", "now", "--config", str(config))
         assert result.returncode == 0, result.stderr
         hb_id = result.stdout.split("heartbeat_id: ")[1].split()[0]
-        assert "discord: not available yet" in result.stdout
+        assert "discord: dry run: no webhook URL configured" in result.stdout
         wait_until(lambda: [e for e in events(tmp_path, "heartbeat.sent") if e["correlation_id"] == hb_id], 10, "hb")
         (command,) = wait_until(lambda: events(tmp_path, "control.command", command="heartbeat.now"), 10, "command")
         assert command["data"]["accepted"] is True
+        (queued,) = events(tmp_path, "heartbeat.discord_sent")
+        assert queued["data"]["status"] == "queued" and queued["service"] == "engine"
+        dry = wait_until(lambda: [e for e in events(tmp_path, "discord.dry_run") if e["correlation_id"] ==
+                                  queued["correlation_id"]], 10, "the dry run of that summary")
+        assert "swimmy heartbeat" in dry[0]["data"]["title"]
         assert daemon.stop() == 0
 
     def test_no_daemon_gives_exit_1_naming_the_endpoint(self, tmp_path: Path) -> None:

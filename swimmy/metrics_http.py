@@ -1,0 +1,128 @@
+"""`/metrics` (Prometheus text format) and `/healthz` on `metrics.listen` (SPEC §7).
+
+/healthz is 200 while every long-lived task makes progress (each wakes at least
+once a second), 503 with the reasons otherwise: an idle daemon is healthy, a
+wedged one is not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class FiguresCollector(Collector):
+    """Turns the daemon's figures into metric families at each scrape."""
+
+    def __init__(self, figures: Callable[[], dict[str, Any]]) -> None:
+        self._figures = figures
+
+    def collect(self) -> Iterator[Metric]:
+        """One family per figure."""
+        f = self._figures()
+        t = f["telemetry"]
+
+        def gauge(name: str, doc: str, value: Any) -> GaugeMetricFamily:
+            return GaugeMetricFamily(f"swimmy_{name}", doc, value=float(value) if value is not None else float("nan"))
+
+        def counter(name: str, doc: str, value: Any) -> CounterMetricFamily:
+            return CounterMetricFamily(f"swimmy_{name}", doc, value=float(value or 0))
+
+        yield gauge("up", "1 while the daemon serves; see swimmy_degraded", 1)
+        yield gauge("degraded", "1 when the daemon knows something is wrong", f["status"] == "DEGRADED")
+        yield gauge("uptime_seconds", "seconds since start", f["uptime_sec"])
+        yield gauge("resident_memory_bytes", "RSS of the daemon process", f["rss_bytes"])
+        yield gauge("loop_lag_seconds", "the event loop's last measured lag", f["loop_lag_ms"] / 1000)
+        yield counter("telemetry_events_written", "JSONL lines written", t["written"])
+        yield counter("telemetry_events_dropped", "events dropped (queue full or after close)", t["dropped"])
+        yield counter("telemetry_failed_writes", "failed write attempts", t["failed_writes"])
+        yield counter("telemetry_rotations", "file rotations", t["rotations"])
+        yield gauge("telemetry_queue_depth", "events waiting for the writer", t["queue_depth"])
+        yield gauge("telemetry_failing", "1 while telemetry writes fail", t["failing"])
+        if "heartbeats" in f:
+            h = f["heartbeats"]
+            yield counter("heartbeats_sent", "heartbeats published", h["sent"])
+            rtt = h["last_rtt_ms"]
+            yield gauge("heartbeat_rtt_seconds", "round trip of the last acked heartbeat",
+                        rtt / 1000 if rtt is not None else None)
+        if "peers" in f:
+            ages = GaugeMetricFamily("swimmy_peer_last_seen_seconds", "seconds since each peer was heard",
+                                     labels=["source"])
+            for source, age in f["peers"]["last_seen_age_sec"].items():
+                ages.add_metric([source], age)
+            yield ages
+            yield gauge("peers_silent", "peers declared silent", len(f["peers"]["silent"]))
+        if "strategies" in f:
+            ranks = GaugeMetricFamily("swimmy_strategies", "strategies by rank", labels=["rank"])
+            for rank, n in f["strategies"].items():
+                ranks.add_metric([rank], n)
+            yield ranks
+        if "oos" in f:
+            yield gauge("oos_pending", "OOS requests in flight", f["oos"]["pending"])
+            yield gauge("oos_errors", "OOS queue rows in error", f["oos"]["errors"])
+            yield gauge("oos_oldest_age_seconds", "age of the oldest OOS request in flight", f["oos"]["oldest_age_sec"])
+        if "wfv" in f:
+            yield gauge("wfv_pending", "WFV runs pending", f["wfv"]["pending"])
+            yield gauge("wfv_oldest_age_seconds", "age of the oldest pending WFV run", f["wfv"]["oldest_age_sec"])
+        if "backtests" in f:
+            b = f["backtests"]
+            yield gauge("backtests_inflight", "backtest requests awaiting an answer", b["inflight"])
+            yield counter("backtests_completed", "backtest answers received", b["completed"])
+            yield counter("backtests_timeouts", "backtests that timed out twice", b["timeouts"])
+        yield gauge("workers_alive", "embedded worker processes running", f["workers"]["alive"])
+        yield gauge("workers_configured", "embedded workers configured", f["workers"]["configured"])
+        if "discord" in f:
+            d = f["discord"]
+            yield counter("discord_delivered", "notifications Discord answered 2xx", d["delivered"])
+            yield counter("discord_failed", "notifications given up", d["failed"])
+            yield gauge("discord_queued", "notifications waiting", d["queued"])
+
+
+class MetricsServer:
+    """An aiohttp server in the daemon's loop; start() binds, close() stops (idempotent)."""
+
+    def __init__(self, listen: str, figures: Callable[[], dict[str, Any]],
+                 stale: Callable[[], dict[str, float]]) -> None:
+        host, _, port = listen.rpartition(":")
+        self.host, self.port = host.strip("[]"), int(port)
+        self._registry = CollectorRegistry(auto_describe=False)
+        self._registry.register(FiguresCollector(figures))
+        self._stale = stale
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        """Bind and serve. Raises OSError when the address is taken."""
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self.port, shutdown_timeout=0.5).start()
+        except OSError:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+
+    async def close(self) -> None:
+        """Stop serving."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE})
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        stale = self._stale()
+        if not stale:
+            return web.json_response({"status": "ok"})
+        reasons = [f"task {name} has made no progress for {age:.1f} s" for name, age in sorted(stale.items())]
+        return web.json_response({"status": "unhealthy", "reasons": reasons}, status=503)
