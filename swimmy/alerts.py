@@ -54,7 +54,7 @@ def alert_for(event_type: str, severity: str, correlation_id: Any, data: Any) ->
                             f"After {d.get('outage_sec')} s: {d.get('failed_writes')} failed writes, "
                             f"{d.get('dropped')} events dropped.", "warning", str(d.get("path", "")))
     if event_type == "strategy.ranked" and (d.get("from_rank"), d.get("to_rank")) in PROMOTIONS:
-        return Notification("oos.promoted", f"Promoted to {d.get('to_rank')}: {d.get('strategy')}",
+        return Notification("strategy.promoted", f"Promoted to {d.get('to_rank')}: {d.get('strategy')}",
                             str(d.get("reason", "")), "info", str(d.get("strategy", "")))
     if event_type == "daemon.started":
         return Notification("daemon.started", "swimmy started",

@@ -85,7 +85,7 @@ class ZmqConfig:
     result_endpoint: str = _opt("tcp://127.0.0.1:5581", check=_check_endpoint)
     backtest_endpoint: str = _opt("tcp://127.0.0.1:5580", check=_check_endpoint)
     max_message_bytes: int = _opt(MIB, ge=1024)
-    linger_ms: int = _opt(500, ge=0, le=60_000)
+    linger_ms: float = _opt(500, ge=0, le=60_000)
     sndhwm: int = _opt(1000, ge=1)
     curve: Literal["auto", "always", "off"] = "auto"
     curve_secret_key_file: Path | None = None
@@ -436,8 +436,14 @@ def flatten(plain: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+# Inside reloadable sections, but read once at start: the webhook URLs come from the environment then.
+NOT_RELOADABLE = ("discord.heartbeat_webhook_env", "discord.alerts_webhook_env")
+
+
 def is_reloadable(key: str) -> bool:
     """Whether a SIGHUP may change this flat key path."""
+    if key in NOT_RELOADABLE:
+        return False
     return any(key == r or (r.endswith(".") and key.startswith(r)) for r in RELOADABLE)
 
 
@@ -462,7 +468,8 @@ def plan_reload(old: Config, new: Config) -> ReloadPlan:
         oos=new.oos,
         wfv=new.wfv,
         ranks=new.ranks,
-        discord=new.discord,
+        discord=dataclasses.replace(new.discord, heartbeat_webhook_env=old.discord.heartbeat_webhook_env,
+                                    alerts_webhook_env=old.discord.alerts_webhook_env),
         snapshots=dataclasses.replace(old.snapshots, interval_sec=new.snapshots.interval_sec),
         telemetry=dataclasses.replace(old.telemetry, log_level=new.telemetry.log_level),
     )

@@ -298,7 +298,7 @@ class Daemon:
         reasons = []
         if self.writer.failing:
             reasons.append(f"telemetry writes failing: {self.writer.last_error}")
-        if self.workers is not None and self.workers.alive() == 0:
+        if self.workers is not None and self.workers.spawned and self.workers.alive() == 0:
             reasons.append(f"no embedded worker alive (of {self.workers.configured})")
         return reasons
 
@@ -509,6 +509,7 @@ class Daemon:
             self.notifier.update_config(self.cfg.discord)
         self.snapshots.interval_sec = self.cfg.snapshots.interval_sec
         if self.publisher is not None and self.peers is not None:
+            self.publisher.config_hash = self.cfg.config_hash
             self.publisher.interval_sec = self.cfg.heartbeat.interval_sec
             self.peers.table.timeout_sec = self.cfg.heartbeat.peer_timeout_sec
         self.emit(

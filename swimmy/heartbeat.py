@@ -42,7 +42,7 @@ class HeartbeatPublisher:
         self._clock = clock
         self.interval_sec = interval_sec
         self._version = version
-        self._config_hash = config_hash
+        self.config_hash = config_hash  # follows SIGHUP reloads
         self._status = status
         self._on_progress = on_progress or (lambda: None)
         self._stamp = TimestampFormatter()
@@ -71,7 +71,7 @@ class HeartbeatPublisher:
             status=status,
             sent_at=self._stamp(self._clock.time()),
             version=self._version,
-            config_hash=self._config_hash,
+            config_hash=self.config_hash,
         )
         self.last_sent_mono = now  # a refused send is retried at the next interval, not in a tight loop
         try:

@@ -9,6 +9,7 @@ from swimmy.clock import Clock
 from swimmy.telemetry.queue import Emit
 
 MAX_PEERS = 1024  # sources come from the network: bound the table
+FORGET_FACTOR = 10  # a peer silent for 10 x peer_timeout_sec is forgotten (it left for good)
 TICK_SEC = 1.0
 
 
@@ -16,7 +17,7 @@ TICK_SEC = 1.0
 class Transition:
     """A peer went silent or came back; `silent_sec` is how long it had been quiet."""
 
-    kind: str  # "silent" | "recovered"
+    kind: str  # "silent" | "recovered" | "forgotten"
     source: str
     silent_sec: float
 
@@ -38,12 +39,13 @@ class PeerTable:
     def heard(self, source: str, now: float) -> Transition | None:
         """Record a heartbeat; a recovered transition if the peer had been declared silent.
 
-        Returns None and records nothing for a new source beyond `max_peers`.
+        A new source beyond `max_peers` takes the place of the peer heard least recently.
         """
         peer = self._peers.get(source)
         if peer is None:
             if len(self._peers) >= self.max_peers:
-                return None
+                oldest = min(self._peers, key=lambda s: self._peers[s].last_heard)
+                del self._peers[oldest]
             self._peers[source] = _Peer(now)
             return None
         transition = None
@@ -54,12 +56,20 @@ class PeerTable:
         return transition
 
     def check(self, now: float) -> list[Transition]:
-        """Peers that have just passed the timeout without a word."""
+        """Peers that have just passed the timeout without a word, and silent ones gone long enough to forget.
+
+        Forgetting matters: a peer that left for good (a worker restarted under a new id, a finished
+        `swimmy peer`) would otherwise count as silent, and make `swimmy status` fail, for ever.
+        """
         out = []
-        for source, peer in self._peers.items():
-            if not peer.silent and now - peer.last_heard > self.timeout_sec:
+        for source, peer in list(self._peers.items()):
+            quiet = now - peer.last_heard
+            if not peer.silent and quiet > self.timeout_sec:
                 peer.silent = True
-                out.append(Transition("silent", source, round(now - peer.last_heard, 3)))
+                out.append(Transition("silent", source, round(quiet, 3)))
+            elif peer.silent and quiet > FORGET_FACTOR * self.timeout_sec:
+                del self._peers[source]
+                out.append(Transition("forgotten", source, round(quiet, 3)))
         return out
 
     def known(self, source: str) -> bool:
@@ -102,7 +112,7 @@ class PeerMonitor:
         self._emit(
             f"peer.{t.kind}",
             service="dispatcher",
-            severity="warning" if t.kind == "silent" else "info",
+            severity="warning" if t.kind == "silent" else "info",  # peer.silent / recovered / forgotten
             correlation_id=t.source,
             data={"source": t.source, "silent_sec": t.silent_sec},
         )

@@ -409,6 +409,21 @@ class Store:
         sql = _select("strategies", _STRATEGY_COLUMNS) + " WHERE rank = 'incubator' ORDER BY created_at, name LIMIT ?"
         return [_strategy(r) for r in self._read(sql, (limit,))]
 
+    def live_strategies(self) -> list[StrategyRow]:
+        """Every strategy not in the graveyard (the population the school bounds)."""
+        sql = _select("strategies", _STRATEGY_COLUMNS) + " WHERE rank != 'graveyard'"
+        return [_strategy(r) for r in self._read(sql)]
+
+    def prune_graveyard(self, keep: int) -> int:
+        """Delete the oldest graveyard strategies beyond `keep` (their queue rows and runs go with them)."""
+        with self._write("prune the graveyard") as conn:
+            cur = conn.execute(
+                "DELETE FROM strategies WHERE name IN (SELECT name FROM strategies WHERE rank = 'graveyard'"
+                " ORDER BY updated_at DESC, name LIMIT -1 OFFSET ?)",
+                (keep,),
+            )
+            return int(cur.rowcount)
+
     def rules_hashes(self) -> set[str]:
         """Every rules_hash in the store (graveyard included): what breeding must not repeat."""
         return {str(r[0]) for r in self._read("SELECT rules_hash FROM strategies")}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,6 +20,7 @@ from swimmy.clock import Clock
 from swimmy.systemd import child_env
 from swimmy.telemetry.queue import Emit
 
+PARENT_PID_ENV = "SWIMMY_PARENT_PID"
 BACKOFF_MIN_SEC = 1.0
 BACKOFF_MAX_SEC = 60.0
 STABLE_SEC = 60.0
@@ -48,6 +50,7 @@ class WorkerSupervisor:
         self._on_change = on_change or (lambda: None)
         self._slots = [_Slot(f"{id_prefix}-{n}") for n in range(1, count + 1)]
         self._stopping = False
+        self.spawned = False  # the first round of starts is done (before it, "none alive" is not a fault)
 
     @property
     def configured(self) -> int:
@@ -66,7 +69,9 @@ class WorkerSupervisor:
         slot.proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "swimmy", "worker", "--config", str(self.config_path), "--id", slot.worker_id,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
-            env=child_env(),  # the notify socket and the watchdog are the daemon's, not its workers'
+            # The notify socket and the watchdog are the daemon's, not its workers'; the parent pid lets an
+            # embedded worker follow its daemon if the daemon is killed without a chance to stop it.
+            env={**child_env(), PARENT_PID_ENV: str(os.getpid())},
         )
         slot.started_at = self._clock.monotonic()
         slot.restart_at = None
@@ -78,6 +83,7 @@ class WorkerSupervisor:
         """Start every worker, then watch them once a second (and at once when one exits)."""
         for slot in self._slots:
             await self._spawn(slot)
+        self.spawned = True
         while not self._stopping:
             self._on_progress()
             waits = [asyncio.ensure_future(s.proc.wait()) for s in self._slots

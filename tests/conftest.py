@@ -26,9 +26,7 @@ def daemon_factory() -> Iterator[Callable[..., DaemonProcess]]:
 
     yield start
     for d in started:
-        if d.proc.poll() is None:
-            d.proc.kill()
-            d.proc.communicate()
+        d.kill_all()  # the daemon if still running, and always any worker it left behind
 
 
 @pytest.fixture(autouse=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -115,8 +116,17 @@ class DaemonProcess:
             stderr=subprocess.PIPE,
             env={**os.environ, **(env or {})},
             cwd=config.parent,
+            start_new_session=True,  # its own process group: a kill reaches its embedded workers too
         )
         self._out: tuple[str, str] | None = None
+
+    def kill_all(self) -> None:
+        """SIGKILL the daemon and everything it started; collect what it printed."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            out, err = self.proc.communicate(timeout=10)
+            self._out = (out.decode(errors="replace"), err.decode(errors="replace"))
 
     def signal(self, sig: signal.Signals) -> None:
         """Send a signal."""

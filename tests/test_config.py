@@ -200,6 +200,17 @@ class TestSecretsAndReload:
                                 "wfv.max_pending"]
         assert plan.needs_restart == ["snapshots.dir", "telemetry.path"]
 
+    def test_webhook_env_names_need_a_restart(self) -> None:
+        """The webhook URLs are read from the environment at start: renaming their variables needs a restart."""
+        old = config_from_mapping({}, base_dir=Path("/a"))
+        new = config_from_mapping({"discord": {"alerts_webhook_env": "OTHER", "mute": ["peer.silent"]}},
+                                  base_dir=Path("/a"))
+        plan = plan_reload(old, new)
+        assert plan.changed == ["discord.mute"]
+        assert plan.needs_restart == ["discord.alerts_webhook_env"]
+        assert plan.config.discord.alerts_webhook_env == "SWIMMY_DISCORD_ALERTS"
+        assert plan.config.discord.mute == ("peer.silent",)
+
     def test_render_is_valid_toml_that_loads_back_to_the_same_config(self, tmp_path: Path) -> None:
         """The printed effective config is itself a valid config with the same hash."""
         cfg = config_from_mapping({"wfv": {"max_pending": 4}}, base_dir=tmp_path)

@@ -28,21 +28,31 @@ class TestTable:
         assert table.heard("w1", 0.0) is None
         assert table.check(11.0) == [Transition("silent", "w1", 11.0)]
         assert table.check(12.0) == []
-        assert table.check(500.0) == []
-        assert table.heard("w1", 520.0) == Transition("recovered", "w1", 520.0)
-        assert table.heard("w1", 521.0) is None
-        assert table.check(525.0) == []
+        assert table.check(90.0) == []
+        assert table.heard("w1", 95.0) == Transition("recovered", "w1", 95.0)
+        assert table.heard("w1", 96.0) is None
+        assert table.check(100.0) == []
 
     def test_a_peer_that_never_spoke_is_never_silent(self) -> None:
         """Only sources that have sent a heartbeat are tracked."""
         assert PeerTable(1.0).check(1e9) == []
 
     def test_the_table_is_bounded(self) -> None:
-        """Sources come from the network: beyond max_peers new ones are not tracked."""
+        """Sources come from the network: beyond max_peers a new one replaces the one heard least recently."""
         table = PeerTable(10.0, max_peers=2)
-        for name in ("a", "b", "c"):
-            table.heard(name, 0.0)
-        assert sorted(table.ages(0.0)) == ["a", "b"]
+        for t, name in enumerate(("a", "b", "c")):
+            table.heard(name, float(t))
+        assert sorted(table.ages(3.0)) == ["b", "c"]
+
+    def test_a_peer_gone_for_good_is_forgotten(self) -> None:
+        """Silent for 10 x the timeout: forgotten (and no longer silent); it is new if it ever comes back."""
+        table = PeerTable(10.0)
+        table.heard("w1", 0.0)
+        assert [t.kind for t in table.check(11.0)] == ["silent"]
+        assert table.check(100.0) == []
+        assert table.check(101.0) == [Transition("forgotten", "w1", 101.0)]
+        assert table.silent() == [] and not table.known("w1")
+        assert table.heard("w1", 200.0) is None
 
 
 class TestMonitor:

@@ -54,7 +54,7 @@ class TestAlerts:
             ("telemetry.failing", {"error": "ENOSPC", "path": "/x"}, "telemetry.failing", "error"),
             ("telemetry.recovered", {"outage_sec": 3}, "telemetry.recovered", "warning"),
             ("strategy.ranked", {"strategy": "s", "from_rank": "B", "to_rank": "A", "reason": "OOS 0.5"},
-             "oos.promoted", "info"),
+             "strategy.promoted", "info"),
             ("daemon.started", {"version": "1"}, "daemon.started", "info"),
             ("daemon.stopping", {"reason": "SIGTERM"}, "daemon.stopping", "info"),
         ],

@@ -581,3 +581,14 @@ class TestSchoolQueries:
             assert [r.name for r in s.awaiting_is(10)] == ["f"]
             assert s.rules_hashes() == {"a", "b", "c", "d", "e", "f"}
             assert s.get_strategy("a").wfv_decision == "validated"  # type: ignore[union-attr]
+            assert sorted(r.name for r in s.live_strategies()) == ["a", "b", "c", "d", "f"]
+
+    def test_the_graveyard_is_pruned_oldest_first(self, db: Path) -> None:
+        """prune_graveyard keeps the newest `keep` graveyard rows and never touches live ones."""
+        with Store.open(db) as s:
+            for i in range(5):
+                self._add(s, f"g{i}", "graveyard", 0.1)
+                s.set_rank(f"g{i}", "graveyard", float(i))
+            self._add(s, "alive", "B", 0.9)
+            assert s.prune_graveyard(keep=2) == 3
+            assert sorted(r.name for r in s.list_strategies()) == ["alive", "g3", "g4"]

@@ -3,12 +3,14 @@
 Results are routed by `request_id`, never by name. A request unanswered after
 `backtest.timeout_sec` is re-sent once under the same request_id; after the
 second timeout it is `backtest.timeout` and its owner hears `timeout`. A result
-for a request that is no longer in flight (a duplicate, or late) is ignored.
+answered after its timeout still goes to its owner (marked `late`), who decides what it is
+worth; only a duplicate (the second answer to a resent request) is ignored.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -64,6 +66,9 @@ class BacktestClient:
         self.timeout_sec = timeout_sec
         self._on_progress = on_progress or (lambda: None)
         self._inflight: dict[str, _Pending] = {}
+        # Requests that timed out, so a late answer still reaches its owner (who judges it: the OOS
+        # requester takes the latest request's result and calls anything older stale). Bounded.
+        self._timed_out: OrderedDict[str, _Pending] = OrderedDict()
         self.sent = 0
         self.refused = 0
         self.completed = 0
@@ -118,20 +123,27 @@ class BacktestClient:
         if isinstance(result, Rejected):
             return result
         pending = self._inflight.pop(result.request_id, None)
+        late = False
         if pending is None:
-            self.ignored += 1  # a duplicate (the resend was answered too) or a result after the timeout
+            pending = self._timed_out.pop(result.request_id, None)
+            late = pending is not None
+        if pending is None:
+            self.ignored += 1  # a duplicate: the resend was answered too
             self._emit("backtest.result_ignored", service="school", severity="debug", correlation_id=result.request_id,
                        data={"request_id": result.request_id, "status": result.status, "worker": result.worker,
-                             "reason": "not in flight: a duplicate, or after backtest.timeout"})
+                             "reason": "already answered: the duplicate of a resend"})
             return None
         self.completed += 1
         sharpe = result.metrics.get("sharpe") if result.metrics else None
         trades = result.metrics.get("trades") if result.metrics else None
+        # Routed by request_id: the strategy is the one this request was sent for, whatever the worker says.
         data: dict[str, Any] = {
-            "request_id": result.request_id, "strategy": result.strategy_name or pending.strategy,
+            "request_id": result.request_id, "strategy": pending.strategy,
             "purpose": pending.purpose, "status": result.status, "sharpe": sharpe, "trades": trades,
             "elapsed_ms": result.elapsed_ms, "worker": result.worker, "attempts": pending.attempts,
         }
+        if late:
+            data["late"] = True  # after backtest.timeout
         if result.error is not None:
             data["error"] = result.error
         self._emit("backtest.completed", service="school", severity="info" if result.status == "ok" else "error",
@@ -153,6 +165,9 @@ class BacktestClient:
                 self._try_send(pending.frames)  # refused now: it times out again and ends below
                 continue
             del self._inflight[request_id]
+            self._timed_out[request_id] = pending
+            while len(self._timed_out) > MAX_INFLIGHT:
+                self._timed_out.popitem(last=False)
             self.timeouts += 1
             self._emit("backtest.timeout", service="school", severity="warning", correlation_id=request_id,
                        data={"request_id": request_id, "strategy": pending.strategy, "purpose": pending.purpose,

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import signal
 import socket
+import sys
 import time
 import uuid
 from typing import Any
@@ -39,6 +41,7 @@ from swimmy.wire.security import uses_curve
 from swimmy.wire.zmq import PULL, PUSH, SUB, Wire, load_curve_keys, subscribe, try_send
 
 STOP_GRACE_SEC = 5.0
+PR_SET_PDEATHSIG = 1
 log = structlog.get_logger(logger_name="swimmy.worker")
 
 
@@ -190,6 +193,16 @@ class Worker:
         return 0
 
 
+def follow_parent() -> bool:
+    """An embedded worker dies with its daemon (Linux PR_SET_PDEATHSIG); False when the daemon is already gone."""
+    expected = os.environ.get("SWIMMY_PARENT_PID")
+    if not expected or not sys.platform.startswith("linux"):
+        return True
+    libc = ctypes.CDLL(None, use_errno=True)
+    libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    return str(os.getppid()) == expected  # the daemon may have died before the prctl took effect
+
+
 def run_worker(cfg: Config, worker_id: str | None) -> int:
     """Entry point of `swimmy worker`."""
     import uvloop
@@ -197,6 +210,9 @@ def run_worker(cfg: Config, worker_id: str | None) -> int:
     from swimmy.telemetry.logbridge import configure_stderr_logging
 
     configure_stderr_logging(cfg.telemetry.log_level)
+    if not follow_parent():
+        log.warning("the daemon that started this embedded worker is gone; exiting")
+        return 1
     worker = Worker(cfg, worker_id or default_worker_id())
     return uvloop.run(worker.run())
 

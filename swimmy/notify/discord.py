@@ -368,7 +368,8 @@ class DiscordNotifier:
         """Deliver queued notifications until cancelled; wake at least once a second."""
         if self.dry and not self._announced:
             self._announced = True
-            self._emit("discord.dry_run", service=SERVICE, data={
+            self._emit("discord.dry_run", service=SERVICE, correlation_id=str(uuid.uuid4()), data={
+                "kind": "announce",
                 "reason": "no webhook URL configured",
                 "env": [self._cfg.heartbeat_webhook_env, self._cfg.alerts_webhook_env],
             })

@@ -29,6 +29,8 @@ from swimmy.store import Store, StrategyRow
 from swimmy.telemetry.queue import Emit
 
 DAY_SEC = 86_400
+GRAVEYARD_KEEP_FACTOR = 10  # the graveyard keeps the newest 10 x population_max strategies
+GRAVEYARD_PRUNE_EVERY = 100  # cycles
 TICK_SEC = 1.0
 
 log = structlog.get_logger(logger_name="swimmy.school")
@@ -137,9 +139,12 @@ class School:
         symbols = [s for s in self.cfg.school.symbols if self._window(s, self.cfg.school.timeframe) is not None]
         if count <= 0 or not symbols:
             return
-        if self._hashes is None:
+        if self._hashes is None or self.cycles % GRAVEYARD_PRUNE_EVERY == 1:
+            # The graveyard is bounded (a retired strategy's rules may be bred again once forgotten),
+            # so neither the table nor this set grows for ever.
+            self._store.prune_graveyard(GRAVEYARD_KEEP_FACTOR * self.cfg.school.population_max)
             self._hashes = self._store.rules_hashes()
-        live = [r for r in self._store.list_strategies() if r.rank != "graveyard"]
+        live = self._store.live_strategies()
         now = self._clock.time()
         retired = to_retire(live, population_max=self.cfg.school.population_max, incoming=count)
         by_name = {r.name: r for r in live}

@@ -45,7 +45,7 @@ class AlreadyPendingError(SwimmyError):
 class RequestDecision:
     """What the requester does for one candidate this tick."""
 
-    action: str  # "request" | "throttled" | "backoff"
+    action: str  # "request" | "throttled" | "backoff" | "done"
     status: str | None = None  # "sent" | "retry" when requesting
     age_sec: float = 0.0
 
@@ -55,6 +55,10 @@ def decide_request(row: OosRow | None, now: float, *, interval_sec: float) -> Re
     if row is None:
         return RequestDecision("request", "sent")
     age = now - row.requested_at
+    if row.status == "done":
+        # Answered: a Sharpe was stored, or the answer can never give one (a mirror, no trades in the
+        # window); asking again would get the same. `swimmy oos request` still can.
+        return RequestDecision("done", None, age)
     if row.status == "error":
         if age >= (row.backoff_sec or 0.0):
             return RequestDecision("request", "retry", age)
@@ -198,19 +202,24 @@ class OosRequester:
             return
         latency = round(now - row.requested_at, 3)
         error: str | None = None
+        final = False  # an answer that would be the same if asked again
         if outcome.status != "ok":
             error = outcome.error or outcome.status
         elif oos_sharpe is None:
-            error = "the OOS backtest gave no Sharpe (no trades or zero variance in the OOS window)"
+            error, final = "the OOS backtest gave no Sharpe (no trades or zero variance in the OOS window)", True
         elif is_mirror(strategy.is_sharpe, oos_sharpe):
             self._emit("oos.mirror_rejected", service="school", severity="warning", correlation_id=outcome.request_id,
                        data={**base, "is_sharpe": strategy.is_sharpe, "oos_sharpe": oos_sharpe})
-            error = "mirror: the OOS Sharpe equals the IS Sharpe"
+            error, final = "mirror: the OOS Sharpe equals the IS Sharpe", True
         if error is not None:
-            backoff = next_backoff(row.backoff_sec if row.status == "error" else None,
-                                   cycle_sec=self.cfg.school.cycle_sec, interval_sec=self.cfg.oos.request_interval_sec)
-            self._store.put_oos_row(replace(row, requested_at=now, status="error", last_error=error,
-                                            backoff_sec=backoff))
+            if final:
+                self._store.put_oos_row(replace(row, status="done", last_error=error))
+            else:
+                backoff = next_backoff(row.backoff_sec if row.status == "error" else None,
+                                       cycle_sec=self.cfg.school.cycle_sec,
+                                       interval_sec=self.cfg.oos.request_interval_sec)
+                self._store.put_oos_row(replace(row, requested_at=now, status="error", last_error=error,
+                                                backoff_sec=backoff))
             self.errors += 1
             self._emit("oos.result", service="school", severity="error", correlation_id=outcome.request_id,
                        data={**base, "status": "error", "error": error, "latency_sec": latency,

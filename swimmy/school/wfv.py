@@ -1,7 +1,8 @@
 """Walk-forward validation (SPEC §6): the scheduling guards, the split, the verdict, expiry.
 
 Pure rules first (`required_oos`, `degradation`, `decide`, `split_is_range`,
-`wfv_pending_stats`, `plan_tick`), then the scheduler that applies them. Pending
+`pending_stats`, `plan_tick`), then the scheduler that applies them (with SPEC §6's names:
+`maybe_run_wfv_qualification()` and `wfv_pending_stats(now)`). Pending
 runs live in memory for the tick (O(pending), not O(population)) and in the
 store, so they survive a restart; every `wfv.*` event of a run carries its wfv_id.
 """
@@ -19,6 +20,7 @@ from swimmy.backtest.client import BacktestClient, Outcome
 from swimmy.catalog import spec_of
 from swimmy.clock import Clock
 from swimmy.config import Config, WfvConfig
+from swimmy.errors import SwimmyError
 from swimmy.school.oos import AlreadyPendingError, UnknownStrategyError
 from swimmy.store import Store, StrategyRow, WfvRow
 from swimmy.telemetry.queue import Emit
@@ -61,7 +63,7 @@ def split_is_range(timestamps: Sequence[int], split_ratio: float) -> tuple[int, 
     return int(timestamps[0]), int(timestamps[is_bars]), is_bars, oos_bars
 
 
-def wfv_pending_stats(started_at: Mapping[str, float], now: float) -> tuple[int, float | None]:
+def pending_stats(started_at: Mapping[str, float], now: float) -> tuple[int, float | None]:
     """(count, oldest_age_sec) of the pending runs."""
     if not started_at:
         return 0, None
@@ -118,14 +120,16 @@ class WfvScheduler:
                     self._client.adopt(request_id, f"wfv_{part.lower()}", row.strategy,
                                        self._part_handler(row.wfv_id, part))
 
-    def pending_stats(self, now: float) -> tuple[int, float | None]:
-        """wfv_pending_stats(now): (count, oldest_age_sec); O(pending)."""
-        return wfv_pending_stats({k: r.started_at for k, r in self.pending.items()}, now)
+    def wfv_pending_stats(self, now: float) -> tuple[int, float | None]:
+        """(count, oldest_age_sec) of the pending runs (SPEC §6's name); O(pending), not O(population)."""
+        return pending_stats({k: r.started_at for k, r in self.pending.items()}, now)
+
+    pending_stats = wfv_pending_stats
 
     # -- the tick ----------------------------------------------------------------------------
 
-    def tick(self) -> None:
-        """maybe_run_wfv_qualification: expire, then start up to max_per_run candidates or say why not."""
+    def maybe_run_wfv_qualification(self) -> None:
+        """The scheduling tick (SPEC §6's name): expire, then start up to max_per_run candidates or say why not."""
         now = self._clock.time()
         self.check_timeouts(now)
         pending_names = {r.strategy for r in self.pending.values()}
@@ -149,6 +153,8 @@ class WfvScheduler:
             self.last_run_at = now
             self._last_deferred = None
 
+    tick = maybe_run_wfv_qualification
+
     def start_manual(self, name: str) -> str:
         """`swimmy wfv start NAME`: bypasses every guard; unknown -> exit 2, already pending -> exit 1."""
         strategy = self._store.get_strategy(name)
@@ -159,7 +165,7 @@ class WfvScheduler:
                 raise AlreadyPendingError(f"{name} already has a WFV run pending ({row.wfv_id})")
         wfv_id = self.start(strategy, "manual")
         if wfv_id is None:
-            raise UnknownStrategyError(f"{name}: no data to split for {strategy.symbol} {strategy.timeframe}")
+            raise SwimmyError(f"{name}: no data to split for {strategy.symbol} {strategy.timeframe}")
         return wfv_id
 
     def start(self, strategy: StrategyRow, trigger: str) -> str | None:
@@ -213,8 +219,7 @@ class WfvScheduler:
                                 "request_id": outcome.request_id}
         if outcome.error:
             data["error"] = outcome.error
-        self._emit("wfv.part_received", service="school", severity="info" if status == "ok" else "error",
-                   correlation_id=wfv_id, data=data)
+        self._emit("wfv.part_received", service="school", correlation_id=wfv_id, data=data)
         self._finish_if_complete(wfv_id)
 
     def _finish_if_complete(self, wfv_id: str) -> None:
@@ -234,11 +239,11 @@ class WfvScheduler:
         self._store.update_wfv_run(done)
         del self.pending[wfv_id]
         self.results += 1
-        if decision != "error" and strategy is not None:
-            # An error is no verdict: the strategy stays a candidate and is tried again later.
+        if strategy is not None:
+            # An error is a verdict too: a strategy whose run fails for a reason of its own (no trades in
+            # a part, no data) must not take every slot at every interval. `swimmy wfv start` retries it.
             self._store.set_wfv_decision(row.strategy, decision, now)
-        self._emit("wfv.result", service="school", severity="info" if decision != "error" else "error",
-                   correlation_id=wfv_id,
+        self._emit("wfv.result", service="school", correlation_id=wfv_id,
                    data={"wfv_id": wfv_id, "strategy": row.strategy, "generation": generation,
                          "split_ratio": row.split_ratio, "required_oos": round(required, 6),
                          "degradation": round(deg, 6) if deg is not None else None, "decision": decision,
@@ -255,6 +260,8 @@ class WfvScheduler:
             missing = [p for p, s in (("IS", row.is_status), ("OOS", row.oos_status)) if s is None]
             del self.pending[wfv_id]
             self._store.update_wfv_run(replace(row, status="timeout", finished_at=now))
+            if self._store.get_strategy(row.strategy) is not None:
+                self._store.set_wfv_decision(row.strategy, "timeout", now)
             self.timeouts += 1
             self._emit("wfv.timeout", service="school", severity="warning", correlation_id=wfv_id,
                        data={"wfv_id": wfv_id, "strategy": row.strategy, "age_sec": round(age, 3),

@@ -130,7 +130,7 @@ class Wire:
     def socket(self, kind: int, *, rcvhwm: int | None = None, sndhwm: int | None = None) -> Any:
         """A socket with LINGER, HWMs and the memory guard set."""
         sock = self.ctx.socket(kind)
-        sock.setsockopt(zmq.LINGER, self.cfg.linger_ms)
+        sock.setsockopt(zmq.LINGER, int(self.cfg.linger_ms))
         sock.setsockopt(zmq.SNDHWM, sndhwm if sndhwm is not None else self.cfg.sndhwm)
         sock.setsockopt(zmq.RCVHWM, rcvhwm if rcvhwm is not None else self.cfg.sndhwm)
         sock.setsockopt(zmq.MAXMSGSIZE, 4 * self.cfg.max_message_bytes)

@@ -115,8 +115,8 @@ class TestTimeouts:
         assert len(outcomes) == 1 and client.ignored == 1
         assert emit.of_type("backtest.result_ignored")[0].correlation_id == rid
 
-    def test_a_late_answer_after_the_timeout_changes_nothing(self) -> None:
-        """A result after backtest.timeout is ignored: the owner already heard `timeout`."""
+    def test_a_late_answer_after_the_timeout_still_reaches_its_owner_once(self) -> None:
+        """After backtest.timeout the owner first hears `timeout`, then the late answer (marked late), once."""
         client, emit, clock, _, outcomes = make()
         rid = client.submit("is", STRATEGY, start_ts=None, end_ts=None, on_done=outcomes.append)
         assert rid is not None
@@ -124,8 +124,24 @@ class TestTimeouts:
             clock.advance(121)
             client.check_timeouts()
         client.handle_result(answer(rid))
-        assert emit.of_type("backtest.completed") == []
-        assert [o.status for o in outcomes] == ["timeout"]
+        client.handle_result(answer(rid))
+        (late,) = emit.of_type("backtest.completed")
+        assert late.data["late"] is True
+        assert [o.status for o in outcomes] == ["timeout", "ok"]
+        assert len(emit.of_type("backtest.result_ignored")) == 1
+
+    def test_the_strategy_is_the_one_the_request_was_for_not_the_workers_word(self) -> None:
+        """Routed by request_id: a worker naming another strategy changes nothing about whose result it is."""
+        client, emit, _, _, outcomes = make()
+        rid = client.submit("is", STRATEGY, start_ts=None, end_ts=None, on_done=outcomes.append)
+        assert rid is not None
+        body = result_body(request_id=rid, strategy_name="someone-else", status="ok", metrics=METRICS, bars=1,
+                           elapsed_ms=1.0, worker="w1")
+        msg = parse([encode(body)], 1 << 20)
+        assert isinstance(msg, Message)
+        client.handle_result(msg)
+        assert emit.of_type("backtest.completed")[0].data["strategy"] == STRATEGY["name"]
+        assert outcomes[0].strategy == STRATEGY["name"]
 
 
 class TestRejections:

@@ -65,6 +65,8 @@ class TestEndToEnd:
         assert done["data"]["status"] == "ok" and done["data"]["trades"] > 0
         assert isinstance(done["data"]["sharpe"], float)
         assert done["data"]["worker"] == "embedded-1"
+        # workers being started at start-up are not "none alive": the first heartbeat is OK, not DEGRADED
+        assert events(tmp_path, "heartbeat.sent")[0]["data"]["status"] == "OK"
         assert daemon.stop() == 0
 
     @pytest.mark.parametrize(
@@ -113,14 +115,15 @@ class TestFailures:
                 os.kill(p, 0)
 
     def test_a_request_that_times_out_twice_gives_backtest_timeout(self, tmp_path: Path, daemon_factory: Any) -> None:
-        """No answer within timeout_sec twice: backtest.timeout; the late answer is ignored."""
+        """No answer within timeout_sec twice: backtest.timeout; the late answer is marked late, its copy ignored."""
         config, daemon = start(tmp_path, daemon_factory, heartbeat={"interval_sec": 0.2},
                                backtest={"timeout_sec": 1})
         rid = submit(config, SMA, debug={"sleep_sec": 3.5})
         (timeout,) = wait_until(lambda: events(tmp_path, "backtest.timeout", request_id=rid), 20, "backtest.timeout")
         assert timeout["data"]["attempts"] == 2 and timeout["severity"] == "warning"
-        wait_until(lambda: events(tmp_path, "backtest.result_ignored", request_id=rid), 20, "the late answer")
-        assert not events(tmp_path, "backtest.completed", request_id=rid)
+        (late,) = wait_until(lambda: events(tmp_path, "backtest.completed", request_id=rid), 20, "the late answer")
+        assert late["data"]["late"] is True and late["seq"] > timeout["seq"]
+        wait_until(lambda: events(tmp_path, "backtest.result_ignored", request_id=rid), 20, "the resend's answer")
         assert daemon.stop() == 0
 
     def test_heartbeat_is_degraded_while_no_embedded_worker_is_alive(
@@ -146,3 +149,23 @@ class TestFailures:
             sub.close(linger=0)
             ctx.term()
         assert daemon.stop() == 0
+
+
+class TestOrphans:
+    def test_embedded_workers_follow_a_daemon_killed_without_warning(
+        self, tmp_path: Path, daemon_factory: Any
+    ) -> None:
+        """kill -9 of the daemon: its embedded worker exits by itself instead of lingering as an orphan."""
+        _, daemon = start(tmp_path, daemon_factory, heartbeat={"interval_sec": 0.2})
+        pid = events(tmp_path, "worker.started")[0]["data"]["pid"]
+        daemon.proc.kill()
+        daemon.proc.wait(10)
+
+        def gone() -> bool:
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                return True
+            return False
+
+        wait_until(gone, 15, "the orphaned worker to exit")

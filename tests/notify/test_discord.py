@@ -591,8 +591,9 @@ class TestRouting:
             await settled(emitter, a.id, hb.id)
             await asyncio.sleep(0.05)
         dry = emitter.of_type("discord.dry_run")
-        assert dry[0].data == {"reason": "no webhook URL configured",
+        assert dry[0].data == {"kind": "announce", "reason": "no webhook URL configured",
                                "env": ["SWIMMY_DISCORD_HEARTBEAT", "SWIMMY_DISCORD_ALERTS"]}
+        assert dry[0].correlation_id not in (None, "unknown")
         assert [e.correlation_id for e in dry[1:]] == [a.id, hb.id]
         assert dry[1].data["title"] == "peer silent" and len(dry[1].data["description"]) == DESCRIPTION_MAX
         assert dry[1].data["kind"] == "peer.silent"

@@ -182,7 +182,12 @@ class TestResults:
         kit.answer(kit.pipe.last("oos"), sharpe=1.2)
         assert kit.events("oos.mirror_rejected")[0].data["oos_sharpe"] == 1.2
         assert kit.store.get_strategy("cand").oos_sharpe is None  # type: ignore[union-attr]
-        assert kit.store.get_oos_row("cand").status == "error"  # type: ignore[union-attr]
+        row = kit.store.get_oos_row("cand")
+        assert row is not None and row.status == "done" and row.last_error is not None
+        assert row.last_error.startswith("mirror")
+        kit.clock.advance(10_000)
+        requester(kit).tick()  # the same question would get the same answer: not asked again
+        assert len(kit.events("oos.requested")) == 1
 
     def test_in_flight_rows_survive_a_restart_and_their_results_are_accepted(self, tmp_path: Path) -> None:
         """Start-up prunes error and old rows; a young in-flight row is adopted and its result stored."""

@@ -13,10 +13,10 @@ from swimmy.school.oos import AlreadyPendingError, UnknownStrategyError
 from swimmy.school.wfv import (
     WfvScheduler,
     decide,
+    pending_stats,
     plan_tick,
     required_oos,
     split_is_range,
-    wfv_pending_stats,
 )
 from swimmy.store import WfvRow
 
@@ -36,9 +36,8 @@ def kit_with(tmp_path: Path, **wfv: Any) -> Kit:
 
 class TestRules:
     def test_pending_stats(self) -> None:
-        """Seed Task 3: runs started at 900 and 950, now 1000 -> (2, 100)."""
-        assert wfv_pending_stats({"A": 900.0, "B": 950.0}, 1000.0) == (2, 100.0)
-        assert wfv_pending_stats({}, 1000.0) == (0, None)
+        """The pure rule: no runs -> (0, None)."""
+        assert pending_stats({}, 1000.0) == (0, None)
 
     @pytest.mark.parametrize(
         ("kw", "last", "pending", "candidates", "start", "deferred"),
@@ -89,6 +88,17 @@ class TestRules:
 
 
 class TestScheduling:
+    def test_wfv_pending_stats_of_runs_started_at_900_and_950(self, tmp_path: Path) -> None:
+        """Seed Task 3: wfv_pending_stats(now=1000) with runs started at 900 and 950 -> (2, 100)."""
+        kit = kit_with(tmp_path)
+        kit.add("a")
+        kit.add("b")
+        kit.store.add_wfv_run(WfvRow("A", "a", 900.0, "scheduled", 0.2))
+        kit.store.add_wfv_run(WfvRow("B", "b", 950.0, "scheduled", 0.2))
+        wfv = scheduler(kit)
+        wfv.startup()
+        assert wfv.wfv_pending_stats(1000.0) == (2, 100.0)
+
     def test_a_tick_with_one_pending_and_max_pending_0_starts_nothing(self, tmp_path: Path) -> None:
         """Seed Task 3: nothing starts; wfv.deferred says max_pending with the pending figures."""
         kit = kit_with(tmp_path, max_pending=0)
@@ -97,7 +107,7 @@ class TestScheduling:
         wfv = scheduler(kit)
         kit.store.add_wfv_run(WfvRow("W0", "pending-one", kit.clock.time() - 10, "scheduled", 0.2))
         wfv.startup()
-        wfv.tick()
+        wfv.maybe_run_wfv_qualification()
         assert kit.pipe.sent == []
         (deferred,) = kit.events("wfv.deferred")
         assert deferred.correlation_id == "unknown"
@@ -186,16 +196,21 @@ class TestResults:
         assert kit.store.get_strategy("gen2").wfv_decision == "validated"  # type: ignore[union-attr]
         assert wfv.pending == {}
 
-    def test_a_failed_part_is_an_error_and_no_verdict(self, tmp_path: Path) -> None:
-        """A part that errs: decision error; the strategy stays a candidate (no verdict stored)."""
-        kit = kit_with(tmp_path)
-        kit.add("x")
-        scheduler(kit).tick()
+    def test_a_failed_part_is_an_error_verdict_and_frees_the_queue(self, tmp_path: Path) -> None:
+        """A part that errs: decision error, stored, so the next interval starts the next candidate."""
+        kit = kit_with(tmp_path, interval_sec=0)
+        kit.add("x", sharpe=1.5)
+        kit.add("y", sharpe=1.0)
+        wfv = scheduler(kit)
+        wfv.tick()
         kit.answer(kit.pipe.last("wfv_is"), status="error", error="no bars")
         kit.answer(kit.pipe.last("wfv_oos"), sharpe=0.8)
         (result,) = kit.events("wfv.result")
-        assert result.data["decision"] == "error" and result.severity == "error"
-        assert kit.store.get_strategy("x").wfv_decision is None  # type: ignore[union-attr]
+        assert result.data["decision"] == "error" and result.severity == "info"
+        assert kit.events("wfv.part_received")[0].data["status"] == "error"
+        assert kit.store.get_strategy("x").wfv_decision == "error"  # type: ignore[union-attr]
+        wfv.tick()
+        assert [e.data["strategy"] for e in kit.events("wfv.started")] == ["x", "y"]
 
     @pytest.mark.parametrize(("affects", "reranked"), [(False, []), (True, ["x"])])
     def test_analysis_only_unless_affects_rank(self, tmp_path: Path, affects: bool, reranked: list[str]) -> None:
@@ -220,7 +235,7 @@ class TestResults:
         wfv.tick()
         (timeout,) = kit.events("wfv.timeout")
         assert timeout.data["missing"] == ["OOS"] and timeout.data["age_sec"] == 1801
-        assert [e.data["strategy"] for e in kit.events("wfv.started")] == ["a", "a"]  # no verdict yet: again
+        assert [e.data["strategy"] for e in kit.events("wfv.started")] == ["a", "b"]  # the slot went to the next
         assert kit.store.get_wfv_run(timeout.correlation_id).status == "timeout"  # type: ignore[union-attr]
 
     def test_a_pending_run_survives_a_restart_and_completes(self, tmp_path: Path) -> None:
