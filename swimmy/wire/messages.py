@@ -184,10 +184,9 @@ def backtest_body(*, request_id: str, purpose: str, strategy: dict[str, Any], st
 def parse_backtest_request(msg: Message) -> BacktestRequest | Rejected:
     """What a worker needs to answer: a request_id; anything else wrong is answered with an error result."""
     body = msg.body
-    request_id = body.get("request_id")
-    if not isinstance(request_id, str) or not _is_text(request_id):
-        return Rejected(MISSING_FIELD if request_id is None else BAD_FIELD, msg.size, msg.type, None,
-                        detail="request_id")
+    request_id = _request_id(msg)
+    if isinstance(request_id, Rejected):
+        return request_id
     debug = body.get("debug")
     return BacktestRequest(
         request_id=request_id,
@@ -233,10 +232,9 @@ def result_body(*, request_id: str, strategy_name: str, status: str, error: str 
 def parse_backtest_result(msg: Message) -> BacktestResultMsg | Rejected:
     """A BACKTEST_RESULT with its request_id, status and (for ok) the metrics as numbers or null."""
     body = msg.body
-    request_id = body.get("request_id")
-    if not isinstance(request_id, str) or not _is_text(request_id):
-        return Rejected(MISSING_FIELD if request_id is None else BAD_FIELD, msg.size, msg.type, None,
-                        detail="request_id")
+    request_id = _request_id(msg)
+    if isinstance(request_id, Rejected):
+        return request_id
     status = body.get("status")
     if status not in ("ok", "error"):
         return Rejected(BAD_FIELD, msg.size, msg.type, request_id, detail="status")
@@ -263,6 +261,15 @@ def parse_backtest_result(msg: Message) -> BacktestResultMsg | Rejected:
         worker=str(body["worker"]) if _is_text(body.get("worker")) else None,
         body=body,
     )
+
+
+def _request_id(msg: Message) -> str | Rejected:
+    """The request_id every backtest message must carry (results are routed by it alone)."""
+    request_id = msg.body.get("request_id")
+    if not isinstance(request_id, str) or not _is_text(request_id):
+        return Rejected(MISSING_FIELD if request_id is None else BAD_FIELD, msg.size, msg.type, None,
+                        detail="request_id")
+    return request_id
 
 
 def _ts(value: Any) -> int | None:
