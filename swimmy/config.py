@@ -44,6 +44,18 @@ def _check_endpoint(value: str) -> str | None:
     return None
 
 
+# The notification kinds `discord.mute` may name (swimmy/alerts.py makes them; `heartbeat` is the summary).
+DISCORD_KINDS = ("heartbeat", "peer.silent", "peer.recovered", "wfv.timeout", "worker.exited", "telemetry.failing",
+                 "telemetry.recovered", "strategy.promoted", "daemon.started", "daemon.stopping")
+
+
+def _check_mute(value: tuple[str, ...]) -> str | None:
+    unknown = [v for v in value if v not in DISCORD_KINDS]
+    if unknown:
+        return f"unknown notification kind {unknown[0]!r} (known: {', '.join(DISCORD_KINDS)})"
+    return None
+
+
 def _check_listen(value: str) -> str | None:
     if value == "":
         return None
@@ -193,7 +205,7 @@ class DiscordConfig:
     queue_size: int = _opt(100, ge=1)
     timeout_sec: float = _opt(10, gt=0)
     alert_cooldown_sec: float = _opt(300, ge=0)
-    mute: tuple[str, ...] = _opt([])
+    mute: tuple[str, ...] = _opt([], check=_check_mute)
 
 
 @dataclass(frozen=True)

@@ -283,11 +283,19 @@ class Daemon:
         self.dispatcher.register("BACKTEST_RESULT", self.backtests.handle_result)
         assert self.store is not None
         self.school = School(cfg, self.store, self.backtests, self.emit, self.clock,
-                             on_progress=self.progress.beater("school"))
+                             on_progress=self.progress.beater("school"), workers_ready=self._workers_ready)
         self.control = ControlServer(control_sock, self.emit, build_commands(self),
                                      on_progress=self.progress.beater("control"))
         if cfg.metrics.listen:
             self.metrics = MetricsServer(cfg.metrics.listen, self.figures, self.progress.stale)
+
+    def _workers_ready(self) -> bool:
+        """A backtest worker has answered a heartbeat and is not silent (embedded or not)."""
+        if self.peers is None:
+            return False
+        table = self.peers.table
+        silent = set(table.silent())
+        return any(s.startswith("worker-") and s not in silent for s in table.ages(0.0))
 
     def health_status(self) -> str:
         """OK, or DEGRADED when the daemon knows something is wrong."""
@@ -362,6 +370,7 @@ class Daemon:
                 self._emit_stopping()
                 for task in loops:
                     task.cancel(f"swimmy stopping: {self._stop_reason}")
+                    self.progress.forget(task.get_name())  # stopped on purpose: not a /healthz failure
                 await self._grace(work)
                 for task in [*work, supervisor]:
                     task.cancel(f"swimmy stopping: {self._stop_reason}")
@@ -404,7 +413,7 @@ class Daemon:
         notifier = next((t for t in work if t.get_name() == "discord"), None)
         pending: list[asyncio.Future[Any]] = [t for t in work if not t.done() and t is not notifier]
         flush = None
-        if notifier is not None and self.notifier is not None and not self.notifier.dry:
+        if notifier is not None and self.notifier is not None:
             flush = asyncio.ensure_future(self._notifier_flushed())
             pending.append(flush)
         if not pending or self._force:
@@ -558,14 +567,14 @@ class Daemon:
     async def _shutdown(self) -> int:
         self._emit_stopping()
         self.loopwatch.stop()
-        if self.workers is not None:
-            await self.workers.stop()
-        if self.wire is not None:
-            self.wire.close()  # LINGER bounds this even with a peer gone and its queue full
         if self.store is not None and self.school is not None:
             # The last word of this run: `swimmy status` must not call a stopped daemon healthy.
             with contextlib.suppress(Exception):
                 await self.snapshots.write_once(status="STOPPED", stop_reason=self._stop_reason)
+        if self.workers is not None:
+            await self.workers.stop()
+        if self.wire is not None:
+            self.wire.close()  # LINGER bounds this even with a peer gone and its queue full
         if self.store is not None:
             self.store.close()
         if self.metrics is not None:

@@ -99,6 +99,7 @@ class TestErrors:
             ({"metrics": {"listen": "localhost"}}, "metrics.listen: must be HOST:PORT or empty to disable"),
             ({"school": {"symbols": "EURUSD"}}, "school.symbols: must be an array of strings"),
             ({"telemetry": 3}, "telemetry: must be a table"),
+            ({"discord": {"mute": ["peer.slient"]}}, "discord.mute: unknown notification kind 'peer.slient'"),
         ],
     )
     def test_each_kind_of_error_names_its_key_path(self, doc: dict[str, object], message: str) -> None:

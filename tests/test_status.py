@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 
 from swimmy.alerts import alert_for
+from swimmy.config import DISCORD_KINDS
 from swimmy.status import problems
 
 NOW = 1_800_000_000.0
@@ -60,9 +61,10 @@ class TestAlerts:
         ],
     )
     def test_events_that_go_to_discord(self, event_type: str, data: dict[str, Any], kind: str, severity: str) -> None:
-        """Each alert event maps to a notification of its kind, severity and subject."""
+        """Each alert event maps to a notification of its kind (one `discord.mute` accepts) and severity."""
         note = alert_for(event_type, "info", "cid", data)
         assert note is not None and (note.kind, note.severity) == (kind, severity)
+        assert note.kind in DISCORD_KINDS
 
     @pytest.mark.parametrize(
         ("event_type", "data"),

@@ -60,6 +60,7 @@ class School:
 
     def __init__(self, cfg: Config, store: Store, client: BacktestClient, emit: Emit, clock: Clock, *,
                  rng: random.Random | None = None, on_progress: Callable[[], None] | None = None,
+                 workers_ready: Callable[[], bool] = lambda: True,
                  on_ranked: Callable[[str, str, str, str], None] | None = None) -> None:
         self.cfg = cfg
         self._store = store
@@ -68,6 +69,8 @@ class School:
         self._clock = clock
         self._rng = rng or random.Random()
         self._on_progress = on_progress or (lambda: None)
+        self._workers_ready = workers_ready
+        self._waiting_logged = False
         self._on_ranked = on_ranked or (lambda name, old, new, reason: None)
         self._windows: dict[tuple[str, str], DataWindow | None] = {}
         self._hashes: set[str] | None = None
@@ -130,6 +133,14 @@ class School:
         """One school cycle."""
         self.cycles += 1
         self._breed()
+        if not self._workers_ready():
+            # Nothing would be accepted: sending now only makes refusals (dispatch_failed, error verdicts)
+            # at every start-up, before the embedded workers have connected.
+            if not self._waiting_logged:
+                self._waiting_logged = True
+                log.info("no backtest worker has answered a heartbeat yet; the school waits for one")
+            return
+        self._waiting_logged = False
         self._send_is()
         self.oos.tick()
         self.wfv.tick()

@@ -152,6 +152,8 @@ class OosRequester:
         row = self._store.get_oos_row(name)
         if row is not None and row.status in ("sent", "retry") and self._client.is_inflight(row.request_id):
             raise AlreadyPendingError(f"{name} has an OOS request in flight ({row.request_id}); wait for its result")
+        if self._oos_start(strategy.symbol, strategy.timeframe) is None:
+            raise SwimmyError(f"no data for {strategy.symbol} {strategy.timeframe}: no OOS window for {name}")
         request_id = self._dispatch(strategy, row, "sent" if row is None else "retry")
         if request_id is None:
             raise SwimmyError(f"the OOS request for {name} was refused: no worker is connected")

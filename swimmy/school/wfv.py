@@ -163,9 +163,11 @@ class WfvScheduler:
         for row in self.pending.values():
             if row.strategy == name:
                 raise AlreadyPendingError(f"{name} already has a WFV run pending ({row.wfv_id})")
+        if self._is_timestamps(strategy.symbol, strategy.timeframe) is None:
+            raise SwimmyError(f"{name}: no data to split for {strategy.symbol} {strategy.timeframe}")
         wfv_id = self.start(strategy, "manual")
         if wfv_id is None:
-            raise SwimmyError(f"{name}: no data to split for {strategy.symbol} {strategy.timeframe}")
+            raise SwimmyError(f"{name}: the WFV requests were refused: no worker is connected")
         return wfv_id
 
     def start(self, strategy: StrategyRow, trigger: str) -> str | None:
@@ -183,9 +185,13 @@ class WfvScheduler:
         is_rid = self._client.submit("wfv_is", wire, start_ts=is_start, end_ts=split_ts,
                                      on_done=self._part_handler(wfv_id, "IS"))
         oos_rid = self._client.submit("wfv_oos", wire, start_ts=split_ts, end_ts=is_end,
-                                      on_done=self._part_handler(wfv_id, "OOS"))
-        row = WfvRow(wfv_id, strategy.name, now, trigger, self.cfg.wfv.split_ratio, is_rid, oos_rid,
-                     is_status=None if is_rid else "error", oos_status=None if oos_rid else "error")
+                                      on_done=self._part_handler(wfv_id, "OOS")) if is_rid else None
+        if is_rid is None or oos_rid is None:
+            # Refused (no worker connected, the send queue full): no run starts and no verdict is stored.
+            # An IS part already sent is answered into the void (its run does not exist).
+            log.warning("WFV not started: the backtest requests were refused", strategy=strategy.name)
+            return None
+        row = WfvRow(wfv_id, strategy.name, now, trigger, self.cfg.wfv.split_ratio, is_rid, oos_rid)
         self._store.add_wfv_run(row)
         self.pending[wfv_id] = row
         self._emit("wfv.started", service="school", correlation_id=wfv_id,
@@ -193,8 +199,6 @@ class WfvScheduler:
                          "is_bars": is_bars, "oos_bars": oos_bars, "trigger": trigger, "is_start_ts": is_start,
                          "split_ts": split_ts, "is_end_ts": is_end, "is_request_id": is_rid,
                          "oos_request_id": oos_rid})
-        if is_rid is None or oos_rid is None:
-            self._finish_if_complete(wfv_id)  # a refused part is an error part: the run ends at once
         return wfv_id
 
     # -- parts and verdicts -------------------------------------------------------------------

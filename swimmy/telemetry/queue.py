@@ -95,6 +95,11 @@ class EventQueue:
         for event_type in event_types:
             self._listeners.setdefault(event_type, []).append(callback)
 
+    def announce(self, event_type: str, severity: str, correlation_id: Any, data: Any) -> None:
+        """Tell the listeners about a line the writer made itself (it never passes through the queue)."""
+        if event_type in self._listeners:
+            self._notify(event_type, severity, correlation_id, data)
+
     def _notify(self, event_type: str, severity: str, correlation_id: Any, data: Any) -> None:
         for callback in self._listeners.get(event_type, ()):
             try:

@@ -68,6 +68,7 @@ class TelemetryWriter:
         self._header_line: bytes | None = None
         self._header_seq: int | None = None
         self._recovered_seq: int | None = None
+        self._recovered_data: dict[str, object] = {}
         self._dirty = False
         self._last_sync = monotonic()
         self._next_check = monotonic() + TICK_SEC
@@ -234,6 +235,7 @@ class TelemetryWriter:
             "outage_sec": round(self._monotonic() - self._outage_start, 3),
             "path": str(self.path),
         }
+        self._recovered_data = data
         return self._writer_line(self._recovered_seq, "telemetry.recovered", "warning", data)
 
     def _writer_line(self, seq: int, event_type: str, severity: str, data: dict[str, object]) -> bytes:
@@ -264,6 +266,7 @@ class TelemetryWriter:
         self._on_state_change(True)
 
     def _recover(self) -> None:
+        self.queue.announce("telemetry.recovered", "warning", self.encoder.run_id, self._recovered_data)
         self.failing = False
         self._backoff = 0.0
         self._retry_at = 0.0

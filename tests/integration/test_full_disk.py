@@ -95,6 +95,8 @@ def test_full_disk_is_survived_and_recovered(small_disk: Path, daemon_factory: A
     assert types.index("telemetry.recovered") == len(before), "recovered must be the first line after the outage"
     assert sorted(e["seq"] for e in events) == list(range(1, len(events) + 1)), "an accepted event was lost"
     assert types[-1] == "daemon.stopped"
+    alerts = [e["data"]["kind"] for e in events if e["event_type"] == "discord.dry_run"]
+    assert "telemetry.failing" in alerts and "telemetry.recovered" in alerts, "both must reach Discord (dry run)"
 
 
 def test_drain_that_cannot_finish_exits_1_and_counts_the_loss(
