@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING, Any
 
 from swimmy import __version__
 from swimmy.control import Command, CommandError
-from swimmy.errors import SwimmyError
 
 if TYPE_CHECKING:
     from swimmy.daemon import Daemon
@@ -67,20 +66,12 @@ def build_commands(daemon: Daemon) -> dict[str, Command]:
     async def wfv_start(args: dict[str, Any]) -> dict[str, Any]:
         assert daemon.school is not None
         name = _name(args)
-        try:
-            wfv_id = daemon.school.wfv.start_manual(name)
-        except SwimmyError as exc:
-            raise CommandError(str(exc), exc.exit_code) from None
-        return {"wfv_id": wfv_id, "strategy": name, "trigger": "manual"}
+        return {"wfv_id": daemon.school.wfv.start_manual(name), "strategy": name, "trigger": "manual"}
 
     async def oos_request(args: dict[str, Any]) -> dict[str, Any]:
         assert daemon.school is not None
         name = _name(args)
-        try:
-            request_id = daemon.school.oos.request_now(name)
-        except SwimmyError as exc:
-            raise CommandError(str(exc), exc.exit_code) from None
-        return {"request_id": request_id, "strategy": name}
+        return {"request_id": daemon.school.oos.request_now(name), "strategy": name}
 
     commands: dict[str, Command] = {
         "ping": ping,

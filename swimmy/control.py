@@ -15,6 +15,7 @@ from typing import Any
 import orjson
 import structlog
 
+from swimmy.errors import SwimmyError
 from swimmy.telemetry.queue import Emit
 from swimmy.wire.zmq import DEALER, Wire, make_poller, try_recv, try_send
 
@@ -92,6 +93,8 @@ class ControlServer:
             result = await command(args)
         except CommandError as exc:
             self._finish(identity, request_id, request, None, exc)
+        except SwimmyError as exc:  # a refusal from the service, with its own exit code (1 or 2)
+            self._finish(identity, request_id, request, None, CommandError(str(exc), exc.exit_code))
         except Exception as exc:
             log.error("control command failed", command=name, exc_info=exc)
             self._finish(identity, request_id, request, None, CommandError(f"internal error: {exc!r}", 1))
