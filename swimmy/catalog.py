@@ -68,11 +68,6 @@ def import_specs(store: Store, specs: Iterable[StrategySpec], now: float) -> dic
     return {"added": added, "duplicates": duplicates}
 
 
-def spec_of(row: StrategyRow) -> StrategySpec:
-    """The rules of a stored strategy."""
-    return StrategySpec(row.family, row.params, row.symbol, row.timeframe, row.sl_pips, row.tp_pips)
-
-
 _COLUMNS = (("name", 36), ("rank", 9), ("gen", 3), ("trades", 6), ("sharpe", 7), ("pf", 5), ("win", 5),
             ("maxdd", 5), ("psr", 5), ("oos", 6))
 

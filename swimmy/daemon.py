@@ -401,7 +401,7 @@ class Daemon:
         if self.notifier is not None:
             start(self.notifier.run(), "discord", finite=True)  # stopped after a short flush, see _grace
         if self.cfg.debug.burst_on_start:
-            start(self._burst(self.cfg.debug.burst_on_start), "debug-burst", finite=True)
+            start(self.burst(self.cfg.debug.burst_on_start), "debug-burst", finite=True)
 
     async def _grace(self, work: list[asyncio.Task[Any]]) -> None:
         """Let in-flight work finish for up to GRACE_SEC, or until a second stop signal.
@@ -529,7 +529,7 @@ class Daemon:
         )
         log.info("config reloaded", changed=plan.changed, needs_restart=plan.needs_restart)
 
-    async def _burst(self, count: int) -> None:
+    async def burst(self, count: int) -> None:
         """[debug] burst_on_start: `count` synthetic events, in chunks that wait for room in the queue."""
         burst_id = str(uuid.uuid4())
         emit = self.emit
@@ -554,15 +554,8 @@ class Daemon:
             "daemon.stopping",
             service="core",
             correlation_id=self.run_id,
-            data={"reason": self._stop_reason or "unknown", "uptime_sec": self._uptime(), "queued": len(self.queue)},
+            data={"reason": self._stop_reason or "unknown", "uptime_sec": self.uptime_sec(), "queued": len(self.queue)},
         )
-
-    async def burst(self, count: int) -> None:
-        """Emit `count` debug.burst events (start-up burst and the debug.emit_burst command)."""
-        await self._burst(count)
-
-    def _uptime(self) -> float:
-        return self.uptime_sec()
 
     async def _shutdown(self) -> int:
         self._emit_stopping()
@@ -599,7 +592,7 @@ class Daemon:
             correlation_id=self.run_id,
             data={
                 "reason": self._stop_reason or "unknown",
-                "uptime_sec": self._uptime(),
+                "uptime_sec": self.uptime_sec(),
                 "events_written": self.writer.written,
                 "dropped": self.queue.dropped_total,
             },

@@ -9,7 +9,7 @@ from typing import TextIO
 
 from swimmy.backtest.data import load_bars
 from swimmy.backtest.engine import Costs, run_backtest
-from swimmy.catalog import spec_of
+from swimmy.backtest.strategies import spec_of
 from swimmy.config import Config
 from swimmy.errors import StoreError, UsageError
 from swimmy.store import Store

@@ -8,6 +8,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, Protocol
 
 from swimmy.errors import BacktestError
 
@@ -175,6 +176,28 @@ def _validate_params(family: str, params: Mapping[str, float]) -> None:
             raise BacktestError(f"{family}: lower ({lower!r}) must be < upper ({upper!r})")
     elif family == "bollinger_breakout" and params["k"] <= 0:
         raise BacktestError(f"{family}: k must be > 0, got {params['k']!r}")
+
+
+class HasRules(Protocol):
+    """Anything that carries a strategy's rules (a store row): read, never written."""
+
+    @property
+    def family(self) -> str: ...
+    @property
+    def params(self) -> Mapping[str, Any]: ...
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def timeframe(self) -> str: ...
+    @property
+    def sl_pips(self) -> float: ...
+    @property
+    def tp_pips(self) -> float: ...
+
+
+def spec_of(row: HasRules) -> StrategySpec:
+    """The rules of a stored strategy, as a spec (no store import: breeding is pure)."""
+    return StrategySpec(row.family, dict(row.params), row.symbol, row.timeframe, row.sl_pips, row.tp_pips)
 
 
 def pip_size(symbol: str) -> float:

@@ -12,7 +12,7 @@ from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Final, Literal, NamedTuple
 
-from swimmy.backtest.strategies import CROSS_FAMILIES, FAMILIES, StrategySpec, validate
+from swimmy.backtest.strategies import CROSS_FAMILIES, FAMILIES, StrategySpec, spec_of, validate
 from swimmy.school.ranks import worst_first_key
 
 if TYPE_CHECKING:  # the store imports sqlite3, which decision code must not load
@@ -140,7 +140,7 @@ def breed(
         for _ in range(max_tries):
             if slot < mutants:
                 row = pool[min(rng.randrange(len(pool)) for _ in range(_TOURNAMENT))]
-                child = Child(mutate(rng, _spec_of(row)), row.generation + 1, row.name)
+                child = Child(mutate(rng, spec_of(row)), row.generation + 1, row.name)
             else:
                 spec = random_spec(rng, rng.choice(families), rng.choice(symbols), timeframe)
                 child = Child(spec, 0, None)
@@ -165,10 +165,6 @@ def to_retire(rows: Sequence[StrategyRow], *, population_max: int, incoming: int
         return []
     ranked = sorted((r for r in live if r.rank != "incubator"), key=worst_first_key)
     return [r.name for r in ranked[:excess]]
-
-
-def _spec_of(row: StrategyRow) -> StrategySpec:
-    return StrategySpec(row.family, row.params, row.symbol, row.timeframe, row.sl_pips, row.tp_pips)
 
 
 def _grid_size(r: ParamRange) -> int:

@@ -17,7 +17,8 @@ import structlog
 
 from swimmy.backtest.client import BacktestClient, Outcome
 from swimmy.backtest.data import load_bars
-from swimmy.catalog import row_for, spec_of
+from swimmy.backtest.strategies import spec_of
+from swimmy.catalog import row_for
 from swimmy.clock import Clock
 from swimmy.config import Config
 from swimmy.errors import DataError

@@ -15,7 +15,7 @@ from typing import Any
 import structlog
 
 from swimmy.backtest.client import BacktestClient, Outcome
-from swimmy.catalog import spec_of
+from swimmy.backtest.strategies import spec_of
 from swimmy.clock import Clock
 from swimmy.config import Config
 from swimmy.errors import SwimmyError
