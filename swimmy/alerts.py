@@ -54,8 +54,14 @@ def alert_for(event_type: str, severity: str, correlation_id: Any, data: Any) ->
                             f"After {d.get('outage_sec')} s: {d.get('failed_writes')} failed writes, "
                             f"{d.get('dropped')} events dropped.", "warning", str(d.get("path", "")))
     if event_type == "strategy.ranked" and (d.get("from_rank"), d.get("to_rank")) in PROMOTIONS:
+        figures = []
+        if isinstance(d.get("sharpe"), int | float):
+            figures.append(f"IS Sharpe {d['sharpe']:.2f}")
+        if isinstance(d.get("dsr"), int | float):
+            figures.append(f"DSR {d['dsr']:.3f} against {d.get('trials')} trials (N_eff {d.get('n_eff')})")
+        body = str(d.get("reason", "")) + (f"; {', '.join(figures)}" if figures else "")
         return Notification("strategy.promoted", f"Promoted to {d.get('to_rank')}: {d.get('strategy')}",
-                            str(d.get("reason", "")), "info", str(d.get("strategy", "")))
+                            body, "info", str(d.get("strategy", "")))
     if event_type == "daemon.started":
         return Notification("daemon.started", "swimmy started",
                             f"version {d.get('version')}, config {d.get('config_hash')}, "

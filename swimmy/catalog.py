@@ -68,8 +68,8 @@ def import_specs(store: Store, specs: Iterable[StrategySpec], now: float) -> dic
     return {"added": added, "duplicates": duplicates}
 
 
-_COLUMNS = (("name", 36), ("rank", 9), ("gen", 3), ("trades", 6), ("sharpe", 7), ("pf", 5), ("win", 5),
-            ("maxdd", 5), ("psr", 5), ("oos", 6))
+_COLUMNS = (("name", 36), ("rank", 9), ("gen", 3), ("trades", 6), ("sharpe", 7), ("dsr", 5), ("pf", 5),
+            ("win", 5), ("maxdd", 5), ("psr", 5), ("oos", 6), ("holdout", 7), ("wfv", 9))
 
 
 def render_table(rows: list[StrategyRow]) -> str:
@@ -77,8 +77,8 @@ def render_table(rows: list[StrategyRow]) -> str:
     head = " ".join(f"{name:<{width}}" if name == "name" else f"{name:>{width}}" for name, width in _COLUMNS)
     lines = [head, "-" * len(head)]
     for r in rows:
-        cells: list[Any] = [r.name, r.rank, r.generation, r.is_trades, r.is_sharpe, r.is_profit_factor,
-                            r.is_win_rate, r.is_max_drawdown, r.is_psr, r.oos_sharpe]
+        cells: list[Any] = [r.name, r.rank, r.generation, r.is_trades, r.is_sharpe, r.is_dsr, r.is_profit_factor,
+                            r.is_win_rate, r.is_max_drawdown, r.is_psr, r.oos_sharpe, r.oos_decision, r.wfv_decision]
         out = []
         for (name, width), value in zip(_COLUMNS, cells, strict=True):
             text = "-" if value is None else (f"{value:.2f}" if isinstance(value, float) else str(value))

@@ -7,10 +7,16 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from swimmy.backtest.strategies import StrategySpec
 
 from swimmy import __version__
-from swimmy.config import SEVERITY_NAMES, load_config, render_toml
+from swimmy.config import SEVERITY_NAMES, Config, load_config, render_toml
 from swimmy.errors import ConfigError, SwimmyError
+
+TIMEFRAMES = ("M1", "M5", "M15", "M30", "H1", "H4", "D1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
     now.add_argument("--config", required=True, type=Path)
     now.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="give up after (default 5)")
 
+    data = commands.add_parser("data", help="market data tools")
+    data_commands = data.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    data_generate = data_commands.add_parser(
+        "generate", help="write a synthetic universe (a random walk or a planted trend) into the data dir"
+    )
+    data_generate.add_argument("--kind", required=True, choices=("random_walk", "planted_trend"))
+    data_generate.add_argument("--symbol", required=True, help="a plainly synthetic name, e.g. SYNTH_RW")
+    data_generate.add_argument("--timeframe", required=True, choices=TIMEFRAMES, metavar="TF",
+                               help=" ".join(TIMEFRAMES))
+    data_generate.add_argument("--config", required=True, type=Path,
+                               help="writes into its school.synthetic_dir, else its school.data_dir")
+    data_generate.add_argument("--bars", type=int, default=30_000, help="number of bars (default 30000)")
+    data_generate.add_argument("--seed", type=int, default=0, help="random seed (default 0): same seed, same bytes")
+    data_generate.add_argument("--noise", choices=("gaussian", "garch"), default="gaussian",
+                               help="Gaussian iid shocks (default) or GARCH(1,1) with Student-t shocks")
+
     keys = commands.add_parser("keys", help="CurveZMQ keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="SUBCOMMAND")
     generate = keys_commands.add_parser("generate", help="make a server and a client keypair")
@@ -125,6 +147,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _control(args.config, "oos.request", {"name": args.name}, args.timeout)
         if args.command == "heartbeat":
             return _control(args.config, "heartbeat.now", {}, args.timeout)
+        if args.command == "data":
+            return _data(args)
         if args.command == "keys":
             return _keys_generate(args.out)
         if args.command == "peer":
@@ -145,6 +169,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.exit_after is not None and args.exit_after <= 0:
         print("swimmy: --exit-after must be > 0", file=sys.stderr)
         return 2
+    _ensure_synthetic(cfg)
     import uvloop  # deferred: only the daemon needs it
 
     from swimmy.daemon import Daemon
@@ -213,6 +238,17 @@ def _peer(args: argparse.Namespace) -> int:
         return 0
 
 
+def untraded(cfg: Config, specs: Sequence[StrategySpec]) -> None:
+    """UsageError (exit 2) naming a strategy whose symbol or timeframe the config does not trade."""
+    from swimmy.errors import UsageError
+
+    for spec in specs:
+        if spec.symbol not in cfg.school.symbols or spec.timeframe != cfg.school.timeframe:
+            raise UsageError(f"{spec.name()}: {spec.symbol} {spec.timeframe} is not traded by this config "
+                             f"(school.symbols {list(cfg.school.symbols)}, school.timeframe {cfg.school.timeframe}); "
+                             "nothing was imported")
+
+
 def _strategies(args: argparse.Namespace) -> int:
     from swimmy.catalog import import_specs, parse_import_file, render_table
     from swimmy.errors import LockHeldError, StoreError
@@ -235,6 +271,7 @@ def _strategies(args: argparse.Namespace) -> int:
         print(render_table(rows))
         return 0
     specs = parse_import_file(args.file)
+    untraded(cfg, specs)
     lock = LockFile(db, f"database {db}")
     try:
         lock.acquire()
@@ -255,7 +292,57 @@ def _worker(args: argparse.Namespace) -> int:
     from swimmy.backtest.worker import run_worker
 
     cfg = load_config(args.config)
+    _ensure_synthetic(cfg)  # a worker on another host makes the same bytes from the same config
     return run_worker(cfg, args.id)
+
+
+def _ensure_synthetic(cfg: Config) -> None:
+    """Generate the config's missing `[synthetic.SYMBOL]` universes (ConfigError, exit 2, when unwritable)."""
+    if not cfg.synthetic:
+        return
+    from swimmy.synth import ensure_synthetic
+
+    for path in ensure_synthetic(cfg):
+        print(f"swimmy: generated synthetic universe {path}", file=sys.stderr)
+
+
+def _data(args: argparse.Namespace) -> int:
+    from swimmy.backtest.data import data_hash
+    from swimmy.errors import UsageError
+    from swimmy.synth import generate
+
+    cfg = load_config(args.config)
+    directory = cfg.school.synthetic_dir or cfg.school.data_dir
+    if args.bars < 1:
+        raise UsageError(f"--bars must be >= 1, got {args.bars}")
+    if args.seed < 0:
+        raise UsageError(f"--seed must be >= 0, got {args.seed}")
+    try:
+        path = generate(args.kind, args.symbol, args.timeframe, args.bars, args.seed, data_dir=directory,
+                        noise=args.noise)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    except OSError as exc:
+        raise UsageError(f"cannot write into {directory}: {exc.strerror or exc}") from None
+    print(f"path: {path}")
+    print(f"kind: {args.kind}")
+    print(f"seed: {args.seed}")
+    print(f"bars: {args.bars}")
+    print(f"data_hash: {data_hash(directory, args.symbol, args.timeframe)}")
+    if "SYNTH" not in args.symbol.upper():
+        print(f"swimmy: note: {args.symbol} does not say it is synthetic; a name like SYNTH_{args.symbol} "
+              "keeps anyone from taking it for a market", file=sys.stderr)
+    declared = cfg.synthetic.get(args.symbol)
+    if cfg.school.synthetic_dir is not None and declared is None:
+        print(f"swimmy: note: {args.symbol} is not a [synthetic.{args.symbol}] of this config, which reads it "
+              f"from school.data_dir ({cfg.school.data_dir}), not from {directory}", file=sys.stderr)
+    elif (declared is not None and args.symbol in cfg.school.symbols
+          and (declared.kind, declared.seed, declared.bars, declared.noise)
+          != (args.kind, args.seed, args.bars, args.noise)):
+        print(f"swimmy: note: [synthetic.{args.symbol}] of this config says kind {declared.kind}, seed "
+              f"{declared.seed}, bars {declared.bars}, noise {declared.noise}: `swimmy run` regenerates it "
+              "from the config", file=sys.stderr)
+    return 0
 
 
 def _config_check(args: argparse.Namespace) -> int:
@@ -263,6 +350,8 @@ def _config_check(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config)
     prepare_security(cfg.zmq, cfg.control.endpoint)  # what `run` would refuse, refused here too
+    for warning in cfg.warnings:
+        print(f"swimmy: warning: {warning}", file=sys.stderr)
     sys.stdout.write(render_toml(cfg))
     return 0
 

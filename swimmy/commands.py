@@ -61,6 +61,10 @@ def build_commands(daemon: Daemon) -> dict[str, Command]:
                 validate(spec)
         except BacktestError as exc:
             raise CommandError(str(exc), 2) from None
+        for spec in specs:
+            if spec.symbol not in daemon.cfg.school.symbols or spec.timeframe != daemon.cfg.school.timeframe:
+                raise CommandError(f"{spec.name()}: {spec.symbol} {spec.timeframe} is not traded by this config; "
+                                   "nothing was imported", 2)
         return import_specs(daemon.store, specs, daemon.clock.time())
 
     async def wfv_start(args: dict[str, Any]) -> dict[str, Any]:

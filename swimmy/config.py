@@ -94,7 +94,7 @@ class ZmqConfig:
 
     pub_endpoint: str = _opt("tcp://127.0.0.1:5556", check=_check_endpoint)
     pull_endpoint: str = _opt("tcp://127.0.0.1:5555", check=_check_endpoint)
-    result_endpoint: str = _opt("tcp://127.0.0.1:5581", check=_check_endpoint)
+    result_endpoint: str | None = _opt(None, check=_check_endpoint)  # deprecated: no longer used (SPEC §4)
     backtest_endpoint: str = _opt("tcp://127.0.0.1:5580", check=_check_endpoint)
     max_message_bytes: int = _opt(MIB, ge=1024)
     linger_ms: float = _opt(500, ge=0, le=60_000)
@@ -119,6 +119,9 @@ class WorkersConfig:
     """[workers]: backtest worker processes the daemon starts itself."""
 
     embedded: int = _opt(2, ge=0, le=64)
+    # The credit a worker announces in READY: how many requests it holds at once (one running, the rest
+    # queued in the worker), so a result is followed at once by the next request without a round trip.
+    queue_depth: int = _opt(2, ge=1, le=1000)
 
 
 @dataclass(frozen=True)
@@ -131,7 +134,13 @@ class SchoolConfig:
     timeframe: Timeframe = "H1"
     cycle_sec: float = _opt(10, gt=0)
     population_max: int = _opt(2000, ge=1)
-    breed_per_cycle: int = _opt(20, ge=0)
+    breed_per_cycle: int = _opt(0, ge=0)  # an upper bound per cycle; 0 = none (breeding is paced by free credit)
+    breed: bool = True  # false: no new strategies; the school still ranks, qualifies and validates what it has
+    progress_interval_sec: float = _opt(10, gt=0)
+    audit_interval_sec: float = _opt(3600, gt=0)
+    audit_strategies: int = _opt(50, ge=4, le=1000)
+    # Where `[synthetic.SYMBOL]` universes are generated (at start-up, when missing) and read from.
+    synthetic_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -141,15 +150,27 @@ class BacktestConfig:
     spread_pips: float = _opt(0.8, ge=0)
     slippage_pips: float = _opt(0.2, ge=0)
     timeout_sec: float = _opt(120, gt=0)
+    worker_timeout_sec: float = _opt(5, gt=0)
+    max_attempts: int = _opt(3, ge=1, le=100)
 
 
 @dataclass(frozen=True)
 class OosConfig:
     """[oos]: the out-of-sample requester."""
 
-    window_days: int = _opt(90, ge=1)
+    window_fraction: float = _opt(0.25, gt=0, lt=1)  # the holdout: the newest share of each universe's bars
+    min_window_days: int = _opt(90, ge=1)  # ... and at least this many days
+    window_days: int | None = _opt(None, ge=1)  # deprecated: read as min_window_days
     request_interval_sec: float = _opt(600, gt=0)
+    min_trades: int = _opt(20, ge=0)
     min_sharpe: float = 0.35
+    min_psr: float = _opt(0.90, ge=0, le=1)
+    max_looks: int = _opt(500, ge=1)
+
+    @property
+    def holdout_min_days(self) -> int:
+        """min_window_days, or the deprecated window_days when an old config sets it."""
+        return self.window_days if self.window_days is not None else self.min_window_days
 
 
 @dataclass(frozen=True)
@@ -160,12 +181,17 @@ class WfvConfig:
     interval_sec: float = _opt(3600, ge=0)
     max_pending: int = _opt(2, ge=0)
     max_per_run: int = _opt(1, ge=0)
-    split_ratio: float = _opt(0.2, gt=0, lt=1)
+    folds: int = _opt(5, ge=2, le=50)
+    mode: Literal["rolling", "anchored"] = "rolling"
+    split_ratio: float = _opt(0.2, gt=0, lt=1)  # a fold's test share of its train + test bars
     pending_timeout_sec: float = _opt(1800, gt=0)
     required_oos_base: float = 0.0
     required_oos_step: float = 0.05
     required_oos_cap: float = 2.0
-    affects_rank: bool = False
+    min_psr: float = _opt(0.95, ge=0, le=1)
+    min_wfe: float = 0.5
+    min_profitable_folds: float = _opt(0.6, ge=0, le=1)
+    affects_rank: bool = True
 
 
 @dataclass(frozen=True)
@@ -178,21 +204,31 @@ class RankCriteria:
     max_drawdown: float = _opt(1.0, ge=0, le=1)
     min_trades: int = _opt(0, ge=0)
     psr: float = _opt(0.0, ge=0, le=1)
+    dsr: float = _opt(0.0, ge=0, le=1)
 
 
 @dataclass(frozen=True)
 class RanksConfig:
-    """[ranks]: B, A (base) and S criteria."""
+    """[ranks]: B, A and S criteria, each on top of the ranks below it (SPEC §5)."""
 
     B: RankCriteria = field(
-        default_factory=lambda: RankCriteria(0.15, 1.05, 0.35, 0.25, 20)
+        default_factory=lambda: RankCriteria(sharpe=0.15, profit_factor=1.05, max_drawdown=0.25, min_trades=20)
     )
     A: RankCriteria = field(
-        default_factory=lambda: RankCriteria(0.45, 1.30, 0.43, 0.16, 30)
+        default_factory=lambda: RankCriteria(sharpe=0.45, profit_factor=1.20, max_drawdown=0.20, min_trades=30,
+                                             dsr=0.95)
     )
-    S: RankCriteria = field(
-        default_factory=lambda: RankCriteria(0.75, 1.70, 0.50, 0.10, 30, 0.95)
-    )
+    S: RankCriteria = field(default_factory=lambda: RankCriteria(max_drawdown=0.15))
+
+
+@dataclass(frozen=True)
+class SyntheticUniverse:
+    """[synthetic.SYMBOL]: a generated universe (swimmy/synth.py), plainly named as synthetic."""
+
+    kind: Literal["random_walk", "planted_trend"] = "random_walk"
+    seed: int = _opt(0, ge=0)
+    bars: int = _opt(30_000, ge=100, le=10_000_000)
+    noise: Literal["gaussian", "garch"] = "gaussian"
 
 
 @dataclass(frozen=True)
@@ -229,6 +265,11 @@ class DebugConfig:
 
     enabled: bool = False
     burst_on_start: int = _opt(0, ge=0, le=10_000_000)
+    # Worker-side fault hooks (with `enabled` only), by strategy name: exit the worker process, or hang
+    # the backtest thread (no BUSY beats) while the process and its loop stay alive.
+    worker_exit_on: tuple[str, ...] = _opt([])
+    worker_hang_on: tuple[str, ...] = _opt([])
+    worker_sleep_sec: float = _opt(0.0, ge=0, le=60)  # every backtest takes this much longer (beating BUSY)
 
 
 @dataclass(frozen=True)
@@ -249,7 +290,9 @@ class Config:
     snapshots: SnapshotsConfig = field(default_factory=SnapshotsConfig)
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
+    synthetic: dict[str, SyntheticUniverse] = field(default_factory=dict)
     source: Path | None = field(default=None, compare=False)
+    warnings: tuple[str, ...] = field(default=(), compare=False)  # deprecated keys: loaded, said at start
 
     @property
     def config_hash(self) -> str:
@@ -313,7 +356,21 @@ def config_from_mapping(doc: Mapping[str, Any], *, base_dir: Path, source: Path 
     values: Config = _build(Config(), doc, "", base_dir, problems)
     if problems:
         raise ConfigError(problems)
-    return dataclasses.replace(values, source=source)
+    return dataclasses.replace(values, source=source, warnings=tuple(_deprecations(doc)))
+
+
+def _deprecations(doc: Mapping[str, Any]) -> list[str]:
+    """Keys that still load but no longer do anything, each with what to do instead."""
+    out = []
+    oos = doc.get("oos")
+    if isinstance(oos, Mapping) and "window_days" in oos:
+        out.append("oos.window_days is deprecated: it is read as oos.min_window_days (the holdout is the newest "
+                   "oos.window_fraction of the bars, at least that many days); rename the key")
+    zmq = doc.get("zmq")
+    if isinstance(zmq, Mapping) and "result_endpoint" in zmq:
+        out.append("zmq.result_endpoint is deprecated and no longer used: workers return results on "
+                   "zmq.backtest_endpoint (work protocol v2); remove the key")
+    return out
 
 
 def _build(base: Any, doc: Any, prefix: str, base_dir: Path, problems: list[str]) -> Any:
@@ -322,13 +379,17 @@ def _build(base: Any, doc: Any, prefix: str, base_dir: Path, problems: list[str]
         problems.append(f"{prefix.rstrip('.')}: must be a table, got {_describe(doc)}")
         return _resolve_paths(base, base_dir)
     hints = typing.get_type_hints(type(base))
-    fields = {f.name: f for f in dataclasses.fields(base) if f.name != "source"}
+    fields = {f.name: f for f in dataclasses.fields(base) if f.name not in ("source", "warnings")}
     for key in doc:
         if key not in fields:
             problems.append(f"{prefix}{key}: unknown key (known: {', '.join(sorted(fields))})")
     changes: dict[str, Any] = {}
     for name, f in fields.items():
         default = getattr(base, name)
+        if name == "synthetic":
+            changes[name] = _build_tables(SyntheticUniverse(), doc.get(name, {}), f"{prefix}{name}.", base_dir,
+                                          problems)
+            continue
         if dataclasses.is_dataclass(default):
             changes[name] = _build(default, doc.get(name, {}), f"{prefix}{name}.", base_dir, problems)
             continue
@@ -343,6 +404,20 @@ def _build(base: Any, doc: Any, prefix: str, base_dir: Path, problems: list[str]
             value = default
         changes[name] = _resolve(value, base_dir)
     return dataclasses.replace(base, **changes)
+
+
+def _build_tables(template: Any, doc: Any, prefix: str, base_dir: Path, problems: list[str]) -> dict[str, Any]:
+    """A table of tables keyed by name (`[synthetic.SYNTH_RW]`), each built on `template`'s defaults."""
+    if not isinstance(doc, Mapping):
+        problems.append(f"{prefix.rstrip('.')}: must be a table of tables, got {_describe(doc)}")
+        return {}
+    out = {}
+    for key, table in doc.items():
+        if not isinstance(key, str) or not key.replace("_", "").isalnum() or len(key) > 32:
+            problems.append(f"{prefix}{key}: a name of letters, digits and _ (at most 32)")
+            continue
+        out[key] = _build(template, table, f"{prefix}{key}.", base_dir, problems)
+    return out
 
 
 def _resolve(value: Any, base_dir: Path) -> Any:
@@ -421,7 +496,7 @@ def to_plain(cfg: Any) -> dict[str, Any]:
     """The config as plain TOML-able values (paths as strings, tuples as lists, None dropped)."""
     out: dict[str, Any] = {}
     for f in dataclasses.fields(cfg):
-        if f.name == "source":
+        if f.name in ("source", "warnings"):
             continue
         value = getattr(cfg, f.name)
         if dataclasses.is_dataclass(value):
@@ -432,6 +507,8 @@ def to_plain(cfg: Any) -> dict[str, Any]:
             out[f.name] = str(value)
         elif isinstance(value, tuple):
             out[f.name] = list(value)
+        elif isinstance(value, dict):
+            out[f.name] = {k: to_plain(v) for k, v in value.items()}
         else:
             out[f.name] = value
     return out

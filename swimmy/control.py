@@ -143,17 +143,20 @@ async def request(wire: Wire, endpoint: str, command: str, args: dict[str, Any] 
                   timeout_sec: float, curve: bool) -> dict[str, Any]:
     """Send one command and wait for its reply; ControlUnavailableError names the endpoint on timeout."""
     sock = wire.connect(DEALER, endpoint, curve=curve)
-    request_id = str(uuid.uuid4())
-    body = {"v": 1, "type": "COMMAND", "id": request_id, "command": command, "args": args or {}}
-    try_send(sock, [orjson.dumps(body)])
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_sec
-    poller = make_poller([sock])
-    while (left := deadline - loop.time()) > 0:
-        if await poller.poll(timeout=max(1, int(left * 1000))):
-            while (frames := try_recv(sock)) is not None:
-                reply = orjson.loads(frames[-1])
-                if isinstance(reply, dict) and reply.get("id") == request_id:
-                    return reply
+    try:
+        request_id = str(uuid.uuid4())
+        body = {"v": 1, "type": "COMMAND", "id": request_id, "command": command, "args": args or {}}
+        try_send(sock, [orjson.dumps(body)])
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_sec
+        poller = make_poller([sock])
+        while (left := deadline - loop.time()) > 0:
+            if await poller.poll(timeout=max(1, int(left * 1000))):
+                while (frames := try_recv(sock)) is not None:
+                    reply = orjson.loads(frames[-1])
+                    if isinstance(reply, dict) and reply.get("id") == request_id:
+                        return reply
+    finally:
+        wire.close_socket(sock)  # one socket per request: a client that asks many times must not leak them
     raise ControlUnavailableError(f"no answer from the swimmy daemon at {endpoint} within {timeout_sec:g}s "
                                   "(is it running with this config?)")

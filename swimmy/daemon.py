@@ -27,6 +27,8 @@ import structlog
 from swimmy import __version__
 from swimmy.alerts import ALERT_EVENTS, alert_for
 from swimmy.backtest.client import BacktestClient
+from swimmy.backtest.data import universe_name
+from swimmy.backtest.strategies import pip_size
 from swimmy.clock import Clock, SystemClock
 from swimmy.commands import build_commands
 from swimmy.config import Config, load_config, plan_reload, webhook_urls
@@ -49,7 +51,7 @@ from swimmy.telemetry.envelope import Encoder
 from swimmy.telemetry.logbridge import LogBridge, configure_logging, reset_logging
 from swimmy.telemetry.queue import EventQueue
 from swimmy.telemetry.writer import TelemetryWriter
-from swimmy.wire.zmq import PUB, PULL, PUSH, ROUTER, CurveKeys, Wire, ZMQError, prepare_security, try_send
+from swimmy.wire.zmq import PUB, PULL, ROUTER, CurveKeys, Wire, ZMQError, prepare_security, router_mandatory, try_send
 from swimmy.workers import WorkerSupervisor
 
 GRACE_SEC = 5.0  # in-flight work gets this long after a stop request; a second signal skips it
@@ -253,18 +255,26 @@ class Daemon:
 
         # Heartbeats are disposable: a frozen subscriber must not hold the stop for LINGER.
         pub = bind(PUB, "zmq.pub_endpoint", cfg.zmq.pub_endpoint, linger_ms=0)
-        self._pull_sockets = [
-            bind(PULL, "zmq.pull_endpoint", cfg.zmq.pull_endpoint),
-            bind(PULL, "zmq.result_endpoint", cfg.zmq.result_endpoint),
-        ]
+        self._pull_sockets = [bind(PULL, "zmq.pull_endpoint", cfg.zmq.pull_endpoint)]
         control_sock = bind(ROUTER, "control.endpoint", cfg.control.endpoint)
-        backtests = bind(PUSH, "zmq.backtest_endpoint", cfg.zmq.backtest_endpoint)
-        self.backtests = BacktestClient(lambda frames: try_send(backtests, frames), self.emit, self.clock,
-                                        timeout_sec=cfg.backtest.timeout_sec,
-                                        on_progress=self.progress.beater("backtest-client"))
+        work = bind(ROUTER, "zmq.backtest_endpoint", cfg.zmq.backtest_endpoint)
+        router_mandatory(work)
+        self.dispatcher = Dispatcher(self.emit, self.clock, max_message_bytes=cfg.zmq.max_message_bytes,
+                                     on_progress=self.progress.beater("dispatcher"))
+        work_reader = self.dispatcher.work_reader(work)
+        self.backtests = BacktestClient(
+            lambda identity, payload: work_reader.send([identity, payload]), self.emit, self.clock,
+            timeout_sec=cfg.backtest.timeout_sec, worker_timeout_sec=cfg.backtest.worker_timeout_sec,
+            max_attempts=cfg.backtest.max_attempts, universe_hash=self._universe_hash, costs_for=self._costs_for,
+            on_progress=self.progress.beater("backtest-client"), debug_events=cfg.telemetry.log_level == "debug")
+        self.backtests.universes = tuple(universe_name(s, cfg.school.timeframe) for s in cfg.school.symbols)
+        for kind, handler in (("READY", self.backtests.handle_ready), ("BUSY", self.backtests.handle_busy),
+                              ("BACKTEST_RESULT", self.backtests.handle_result)):
+            self.dispatcher.register_work(kind, handler)
         if cfg.workers.embedded and cfg.source is not None:
             self.workers = WorkerSupervisor(cfg.source, cfg.workers.embedded, self.emit, self.clock,
-                                            on_progress=self.progress.beater("workers"))
+                                            on_progress=self.progress.beater("workers"),
+                                            on_exit=self.backtests.worker_gone)
         self.publisher = HeartbeatPublisher(
             lambda frames: try_send(pub, frames),
             self.emit,
@@ -277,10 +287,14 @@ class Daemon:
         )
         self.peers = PeerMonitor(PeerTable(cfg.heartbeat.peer_timeout_sec), self.emit, self.clock,
                                  on_progress=self.progress.beater("peer-monitor"))
-        self.dispatcher = Dispatcher(self.emit, self.clock, max_message_bytes=cfg.zmq.max_message_bytes,
-                                     on_progress=self.progress.beater("dispatcher"))
-        self.dispatcher.register("HEARTBEAT", heartbeat_handler(self.emit, self.peers.heard, self.publisher.rtt_ms))
-        self.dispatcher.register("BACKTEST_RESULT", self.backtests.handle_result)
+        backtests = self.backtests
+        peers = self.peers
+
+        def heard(source: str) -> None:
+            peers.heard(source)
+            backtests.note_peer(source)
+
+        self.dispatcher.register("HEARTBEAT", heartbeat_handler(self.emit, heard, self.publisher.rtt_ms))
         assert self.store is not None
         self.school = School(cfg, self.store, self.backtests, self.emit, self.clock,
                              on_progress=self.progress.beater("school"), workers_ready=self._workers_ready)
@@ -290,12 +304,15 @@ class Daemon:
             self.metrics = MetricsServer(cfg.metrics.listen, self.figures, self.progress.stale)
 
     def _workers_ready(self) -> bool:
-        """A backtest worker has answered a heartbeat and is not silent (embedded or not)."""
-        if self.peers is None:
-            return False
-        table = self.peers.table
-        silent = set(table.silent())
-        return any(s.startswith("worker-") and s not in silent for s in table.ages(0.0))
+        """A backtest worker has sent READY and is alive (embedded or not)."""
+        return self.backtests is not None and self.backtests.live_workers() > 0
+
+    def _universe_hash(self, universe: str) -> str | None:
+        return self.school.universe_hash(universe) if self.school is not None else None
+
+    def _costs_for(self, symbol: str) -> dict[str, float]:
+        return {"spread_pips": self.cfg.backtest.spread_pips, "slippage_pips": self.cfg.backtest.slippage_pips,
+                "pip": pip_size(symbol)}
 
     def health_status(self) -> str:
         """OK, or DEGRADED when the daemon knows something is wrong."""
@@ -325,6 +342,8 @@ class Daemon:
         # Start-up objects (modules, config, sockets) live as long as the process: keep them out of
         # every later collection, so a GC pass walks only what the daemon allocates while it runs.
         gc.freeze()
+        for warning in self.cfg.warnings:
+            log.warning(warning)
         log.info(
             "swimmy started",
             run_id=self.run_id,
@@ -512,6 +531,8 @@ class Daemon:
         self.cfg = plan.config
         if self._bridge is not None:
             self._bridge.level = self.cfg.telemetry.log_level
+        if self.backtests is not None:
+            self.backtests.debug_events = self.cfg.telemetry.log_level == "debug"
         if self.school is not None:
             self.school.update_config(self.cfg)
         if self.notifier is not None:

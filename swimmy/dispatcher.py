@@ -1,13 +1,16 @@
-"""The dispatcher (SPEC §3): one set of parsing and rejection rules for every PULL socket.
+"""The dispatcher (SPEC §3): one set of parsing and rejection rules for every socket it reads.
 
-Handlers register by message type; whatever does not parse, has no handler, or
-is refused by its handler becomes `message.rejected`, coalesced per reason to at
-most one event a second. The dispatcher never dies of input.
+The peer PULL socket speaks `v: 1` (heartbeats); the work ROUTER speaks `v: 2`
+(READY, BUSY, BACKTEST_RESULT) and hands its handlers the sender's identity.
+Handlers register by message type; whatever does not parse (a v1 message on the
+work socket is `bad_version`), has no handler, or is refused by its handler
+becomes `message.rejected`, coalesced per reason to at most one event a second.
+The dispatcher never dies of input.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,10 +18,20 @@ import structlog
 
 from swimmy.clock import Clock
 from swimmy.telemetry.queue import Emit
-from swimmy.wire.messages import UNKNOWN_TYPE, Message, Rejected, parse, parse_heartbeat
+from swimmy.wire.messages import (
+    MULTIPART,
+    PROTOCOL_VERSION,
+    UNKNOWN_TYPE,
+    WORK_VERSION,
+    Message,
+    Rejected,
+    parse,
+    parse_heartbeat,
+)
 from swimmy.wire.zmq import Reader
 
 Handler = Callable[[Message], "Rejected | None"]
+WorkHandler = Callable[[bytes, Message], "Rejected | None"]
 HANDLER_ERROR = "handler_error"
 BATCH = 1000  # messages taken from one socket per wake, so one busy socket can't starve the other
 TICK_SEC = 1.0
@@ -84,6 +97,8 @@ class Dispatcher:
         self.max_message_bytes = max_message_bytes
         self._on_progress = on_progress or (lambda: None)
         self._handlers: dict[str, Handler] = {}
+        self._work_handlers: dict[str, WorkHandler] = {}
+        self._work_readers: list[Reader] = []
         self._coalescer = RejectionCoalescer()
         self.received = 0
         self.handled = 0
@@ -93,19 +108,38 @@ class Dispatcher:
         """Route messages of this type to `handler`, which returns a Rejected to refuse one."""
         self._handlers[message_type] = handler
 
+    def register_work(self, message_type: str, handler: WorkHandler) -> None:
+        """Route work-socket messages (`v: 2`) of this type to `handler(identity, message)`."""
+        self._work_handlers[message_type] = handler
+
+    def dispatch_work(self, frames: list[bytes]) -> bool:
+        """Handle one message from the work ROUTER: [identity, payload] (`v: 2`)."""
+        if len(frames) < 2:
+            self.received += 1
+            self._reject(Rejected(MULTIPART, sum(len(f) for f in frames), detail="no identity frame"))
+            return False
+        identity = frames[0]
+        return self._dispatch(frames[1:], WORK_VERSION, self._work_handlers,
+                              lambda handler, msg: handler(identity, msg))
+
     def dispatch(self, frames: list[bytes]) -> bool:
         """Handle one received message; True if a handler took it, False if it was rejected."""
+        return self._dispatch(frames, PROTOCOL_VERSION, self._handlers, lambda handler, msg: handler(msg))
+
+    def _dispatch(self, frames: list[bytes], version: int, handlers: Mapping[str, Any],
+                  call: Callable[[Any, Message], Rejected | None]) -> bool:
+        """The one set of rules for every socket: parse, route by type, count and report every rejection."""
         self.received += 1
-        parsed = parse(frames, self.max_message_bytes)
+        parsed = parse(frames, self.max_message_bytes, version=version)
         if isinstance(parsed, Rejected):
             self._reject(parsed)
             return False
-        handler = self._handlers.get(parsed.type)
+        handler = handlers.get(parsed.type)
         if handler is None:
             self._reject(Rejected(UNKNOWN_TYPE, parsed.size, parsed.type, _id_of(parsed.body)))
             return False
         try:
-            result = handler(parsed)
+            result = call(handler, parsed)
         except Exception as exc:
             log.error("message handler failed", type=parsed.type, exc_info=exc)
             result = Rejected(HANDLER_ERROR, parsed.size, parsed.type, _id_of(parsed.body), repr(exc)[:200])
@@ -136,9 +170,15 @@ class Dispatcher:
         self._emit("message.rejected", service="dispatcher", severity="warning",
                    correlation_id=sample.id or "unknown", data=data)
 
+    def work_reader(self, sock: Any) -> Reader:
+        """The reader of the work ROUTER; the daemon sends through it too (one owner of the socket)."""
+        reader = Reader(sock, self.dispatch_work, batch=BATCH)
+        self._work_readers.append(reader)
+        return reader
+
     async def run(self, sockets: list[Any]) -> None:
         """Dispatch from every socket as messages arrive; tick once a second (progress, coalesced reports)."""
-        readers = [Reader(sock, self.dispatch, batch=BATCH) for sock in sockets]
+        readers = [Reader(sock, self.dispatch, batch=BATCH) for sock in sockets] + self._work_readers
         for reader in readers:
             reader.start()
         try:

@@ -50,7 +50,10 @@ def collect(d: Daemon) -> dict[str, Any]:
     if d.backtests is not None:
         b = d.backtests
         figures["backtests"] = {"inflight": b.inflight, "sent": b.sent, "completed": b.completed,
-                                "timeouts": b.timeouts, "refused": b.refused, "resends": b.resends}
+                                "timeouts": b.timeouts, "refused": b.refused, "resends": b.resends,
+                                "queued": b.queued(), "requeued": b.requeued, "quarantined": b.quarantined,
+                                "workers_ready": b.live_workers(), "workers_lost": b.workers_lost,
+                                "free_credit": b.free_credit()}
     figures["workers"] = {"configured": d.workers.configured if d.workers else 0,
                           "alive": d.workers.alive() if d.workers else 0}
     if d.school is not None:
@@ -59,6 +62,7 @@ def collect(d: Daemon) -> dict[str, Any]:
         figures["oos"] = d.school.oos.queue_stats(now)
         figures["wfv"] = {"pending": count, "oldest_age_sec": round(oldest, 3) if oldest is not None else None,
                           "results": d.school.wfv.results, "timeouts": d.school.wfv.timeouts}
+        figures["universes"] = d.school.universe_figures()
     if d.notifier is not None:
         s = d.notifier.stats
         figures["discord"] = {"delivered": s.delivered, "failed": s.failed, "dropped": s.dropped,

@@ -71,8 +71,29 @@ class FiguresCollector(Collector):
         if "wfv" in f:
             yield gauge("wfv_pending", "WFV runs pending", f["wfv"]["pending"])
             yield gauge("wfv_oldest_age_seconds", "age of the oldest pending WFV run", f["wfv"]["oldest_age_sec"])
+        if "universes" in f:
+            families = {
+                "trials": GaugeMetricFamily("swimmy_trials", "distinct rule sets tried per universe (the ledger's N)",
+                                            labels=["universe"]),
+                "n_eff": GaugeMetricFamily("swimmy_trials_effective", "effective number of independent trials",
+                                           labels=["universe"]),
+                "oos_looks": GaugeMetricFamily("swimmy_holdout_looks", "OOS verdicts taken on the current holdout",
+                                               labels=["universe"]),
+                "pbo": GaugeMetricFamily("swimmy_pbo", "probability of backtest overfitting (last CSCV audit)",
+                                         labels=["universe"]),
+            }
+            for universe, u in f["universes"].items():
+                for key, family in families.items():
+                    if u.get(key) is not None:
+                        family.add_metric([universe], u[key])
+            yield from families.values()
         if "backtests" in f:
             b = f["backtests"]
+            yield gauge("backtests_queued", "backtest requests waiting for a worker's credit", b.get("queued"))
+            yield counter("backtests_requeued", "requests re-queued after a worker died or had other data",
+                          b.get("requeued"))
+            yield counter("backtests_quarantined", "poison requests given up", b.get("quarantined"))
+            yield gauge("workers_ready", "workers that sent READY and are alive", b.get("workers_ready"))
             yield gauge("backtests_inflight", "backtest requests awaiting an answer", b["inflight"])
             yield counter("backtests_completed", "backtest answers received", b["completed"])
             yield counter("backtests_timeouts", "backtests that timed out twice", b["timeouts"])

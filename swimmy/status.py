@@ -85,6 +85,11 @@ def render(status: dict[str, Any] | None, metrics: dict[str, Any] | None, found:
             w = metrics["wfv"]
             lines.append(f"  WFV: {w.get('pending')} pending, oldest {w.get('oldest_age_sec')} s, "
                          f"{w.get('results')} results, {w.get('timeouts')} timeouts")
+        for universe, u in (metrics.get("universes") or {}).items():
+            pbo = u.get("pbo")
+            lines.append(f"  {universe}: {u.get('trials')} trials (N_eff {u.get('n_eff')}), "
+                         f"{u.get('oos_looks')} holdout looks, PBO {'-' if pbo is None else f'{pbo:.2f}'}"
+                         f"{'' if u.get('usable', True) else ' (no usable data)'}")
         if "discord" in metrics:
             d = metrics["discord"]
             lines.append(f"  Discord: {d.get('delivered')} delivered, {d.get('failed')} failed, "

@@ -11,9 +11,16 @@ Schema history (`PRAGMA user_version`):
 - v2: adds the `wfv_runs` table (walk-forward runs persisted with
   `started_at`, so pending entries survive a restart and can expire) and the
   `oos_queue.backoff_sec` column (the backoff in force is stored, not guessed).
-- v3 (current): `strategies.wfv_decision` (the latest WFV verdict, so "no WFV
+- v3: `strategies.wfv_decision` (the latest WFV verdict, so "no WFV
   result yet" is an indexed column, not a scan of `wfv_runs`) and two partial
   indexes in candidate order for the school's OOS and WFV queries.
+- v4 (current): the trials ledger (`trials`, `trial_totals`), the holdout split per
+  data hash with its looks (`holdout_splits`), walk-forward folds (`wfv_folds`; `wfv_runs`
+  gains `kind`, old rows stay readable as `single_split`), the PBO audits (`audits`),
+  and the figures the honest gates need (`is_dsr`, `is_skew`, `is_kurtosis`,
+  `is_sharpe_per_bar`, `is_bars`, `oos_psr`, `oos_trades`, `oos_decision`). The old
+  single-split WFV verdicts are cleared from `strategies.wfv_decision` (their runs stay),
+  so every ranked strategy gets a real walk-forward.
 
 A migration is one entry of `_MIGRATIONS` (index i takes a file from version i
 to i + 1) and runs in one transaction together with its `user_version` bump,
@@ -27,8 +34,9 @@ from __future__ import annotations
 
 import json
 import math
+import random
 import sqlite3
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -51,9 +59,14 @@ IS_METRIC_KEYS: Final = (
     "sortino",
     "psr",
     "pnl_pips",
+    "skew",
+    "kurtosis",
+    "sharpe_per_bar",
 )
 
 BUSY_TIMEOUT_MS: Final = 5000
+TRIAL_HASH_CHARS: Final = 16
+WAL_LIMIT_BYTES: Final = 64 * 1024 * 1024
 
 _V1: Final = (
     """
@@ -132,7 +145,88 @@ _V3: Final = (
     " WHERE rank IN ('B', 'A', 'S') AND wfv_decision IS NULL",
 )
 
-_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3)
+_V4: Final = (
+    "ALTER TABLE strategies ADD COLUMN is_skew REAL NULL",
+    "ALTER TABLE strategies ADD COLUMN is_kurtosis REAL NULL",
+    "ALTER TABLE strategies ADD COLUMN is_sharpe_per_bar REAL NULL",
+    "ALTER TABLE strategies ADD COLUMN is_dsr REAL NULL",
+    "ALTER TABLE strategies ADD COLUMN is_bars INTEGER NULL",
+    "ALTER TABLE strategies ADD COLUMN oos_psr REAL NULL",
+    "ALTER TABLE strategies ADD COLUMN oos_trades INTEGER NULL",
+    "ALTER TABLE strategies ADD COLUMN oos_decision TEXT NULL",
+    "UPDATE strategies SET wfv_decision = NULL",
+    # The old OOS Sharpe was measured on a 90-day window that is not the new holdout: a fresh look decides.
+    "UPDATE strategies SET oos_sharpe = NULL",
+    "CREATE INDEX strategies_parents ON strategies (symbol, timeframe, is_dsr DESC, is_sharpe DESC)"
+    " WHERE rank IN ('B', 'A', 'S')",
+    """
+    CREATE TABLE trials (
+        id INTEGER PRIMARY KEY,
+        universe TEXT NOT NULL,
+        rules_hash TEXT NOT NULL,
+        family TEXT NOT NULL,
+        generation INTEGER NOT NULL,
+        sharpe_per_bar REAL NULL,
+        skew REAL NULL,
+        kurtosis REAL NULL,
+        bars INTEGER NOT NULL,
+        recorded_at REAL NOT NULL,
+        sketch BLOB NULL
+    )
+    """,
+    "CREATE UNIQUE INDEX trials_rules ON trials (universe, rules_hash)",
+    """
+    CREATE TABLE trial_totals (
+        universe TEXT PRIMARY KEY,
+        trials INTEGER NOT NULL DEFAULT 0,
+        pruned INTEGER NOT NULL DEFAULT 0,
+        n_eff REAL NULL,
+        rho_bar REAL NULL,
+        updated_at REAL NULL,
+        aggregate BLOB NULL
+    )
+    """,
+    """
+    CREATE TABLE holdout_splits (
+        universe TEXT NOT NULL,
+        data_hash TEXT NOT NULL,
+        oos_start INTEGER NOT NULL,
+        window_fraction REAL NOT NULL,
+        min_window_days INTEGER NOT NULL,
+        looks INTEGER NOT NULL DEFAULT 0,
+        worn_reported INTEGER NOT NULL DEFAULT 0,
+        recorded_at REAL NOT NULL,
+        PRIMARY KEY (universe, data_hash)
+    )
+    """,
+    "ALTER TABLE wfv_runs ADD COLUMN kind TEXT NOT NULL DEFAULT 'single_split'",
+    "ALTER TABLE wfv_runs ADD COLUMN summary_json TEXT NULL",
+    """
+    CREATE TABLE wfv_folds (
+        wfv_id TEXT NOT NULL REFERENCES wfv_runs (wfv_id) ON DELETE CASCADE,
+        fold INTEGER NOT NULL,
+        request_id TEXT NOT NULL,
+        request_json TEXT NOT NULL,
+        status TEXT NULL,
+        result_json TEXT NULL,
+        PRIMARY KEY (wfv_id, fold)
+    )
+    """,
+    """
+    CREATE TABLE audits (
+        universe TEXT NOT NULL,
+        at REAL NOT NULL,
+        strategies INTEGER NOT NULL,
+        pbo REAL NULL,
+        trials INTEGER NOT NULL,
+        n_eff REAL NULL,
+        sr0 REAL NULL
+    )
+    """,
+    "CREATE INDEX audits_universe_at ON audits (universe, at)",
+)
+
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 
@@ -159,15 +253,41 @@ class StrategyRow:
     is_sortino: float | None = None
     is_psr: float | None = None
     is_pnl_pips: float | None = None
+    is_skew: float | None = None
+    is_kurtosis: float | None = None
+    is_sharpe_per_bar: float | None = None
     oos_sharpe: float | None = None
     created_at: float = 0.0
     updated_at: float = 0.0
     wfv_decision: str | None = None
+    is_dsr: float | None = None
+    is_bars: int | None = None
+    oos_psr: float | None = None
+    oos_trades: int | None = None
+    oos_decision: str | None = None
 
     @property
     def is_metrics(self) -> dict[str, float | int | None]:
-        """The IS metrics keyed as in a BACKTEST_RESULT (`sharpe`, `trades`, ...)."""
-        return {key: getattr(self, f"is_{key}") for key in IS_METRIC_KEYS}
+        """The IS metrics keyed as in a BACKTEST_RESULT (`sharpe`, `trades`, ...), plus `dsr`."""
+        out = {key: getattr(self, f"is_{key}") for key in IS_METRIC_KEYS}
+        out["dsr"] = self.is_dsr
+        return out
+
+
+@dataclass(frozen=True)
+class TrialRow:
+    """One trial of the ledger: a distinct rule set's IS figures and its returns sketch (float32 sums, sumsqs)."""
+
+    universe: str
+    rules_hash: str
+    family: str
+    generation: int
+    sharpe_per_bar: float | None
+    skew: float | None
+    kurtosis: float | None
+    bars: int
+    recorded_at: float
+    sketch: bytes | None = None  # float32 block sums then block sums of squares (swimmy/school/ledger.py)
 
 
 @dataclass(frozen=True)
@@ -203,6 +323,8 @@ class WfvRow:
     required_oos: float | None = None
     degradation: float | None = None
     finished_at: float | None = None
+    kind: str = "folds"  # "single_split": a run of the old single split (schema < 4), kept readable
+    summary_json: str | None = None  # the walk-forward's figures (wf_sharpe, wf_psr, wfe, folds, ...)
 
 
 _STRATEGY_COLUMNS: Final = (
@@ -222,6 +344,11 @@ _STRATEGY_COLUMNS: Final = (
     "created_at",
     "updated_at",
     "wfv_decision",
+    "is_dsr",
+    "is_bars",
+    "oos_psr",
+    "oos_trades",
+    "oos_decision",
 )
 _OOS_COLUMNS: Final = ("strategy", "request_id", "requested_at", "status", "attempts", "last_error", "backoff_sec")
 _WFV_COLUMNS: Final = tuple(f.name for f in fields(WfvRow))
@@ -369,6 +496,66 @@ class Store:
         values = [_finite(metrics.get(key)) for key in IS_METRIC_KEYS]
         self._update_strategy(name, f"{sets}, rank = ?, updated_at = ?", [*values, rank, now])
 
+    def record_is_results(self, results: Sequence[tuple[str, Mapping[str, float | int | None], str]],
+                          now: float) -> None:
+        """Many IS results (name, metrics, rank) in one transaction: the school's writes at full pace."""
+        if not results:
+            return
+        keys = (*IS_METRIC_KEYS, "dsr", "bars")  # the school adds `dsr` and `bars` to the worker's metrics
+        sets = ", ".join(f"is_{key} = ?" for key in keys)
+        # Only while still in the incubator: a late duplicate answer can't bring a retired strategy back.
+        sql = f"UPDATE strategies SET {sets}, rank = ?, updated_at = ? WHERE name = ? AND rank = 'incubator'"
+        for _, _, rank in results:
+            _check(rank, RANKS, "rank")
+        with self._write(f"record {len(results)} IS results") as conn:
+            conn.executemany(sql, [[*(_finite(m.get(k)) for k in keys), rank, now, name]
+                                   for name, m, rank in results])
+
+    def set_ranks(self, changes: list[tuple[str, str]], now: float) -> None:
+        """Move many strategies (name, rank) in one transaction."""
+        if not changes:
+            return
+        for _, rank in changes:
+            _check(rank, RANKS, "rank")
+        with self._write(f"set {len(changes)} ranks") as conn:
+            conn.executemany("UPDATE strategies SET rank = ?, updated_at = ? WHERE name = ?",
+                             [(rank, now, name) for name, rank in changes])
+
+    def set_ranks_if(self, changes: list[tuple[str, str]], only_from: str, now: float) -> int:
+        """Move many strategies (name, rank) in one transaction, each only if it still holds `only_from`; how many."""
+        if not changes:
+            return 0
+        for _, rank in changes:
+            _check(rank, RANKS, "rank")
+        with self._write(f"set {len(changes)} ranks") as conn:
+            cur = conn.executemany("UPDATE strategies SET rank = ?, updated_at = ? WHERE name = ? AND rank = ?",
+                                   [(rank, now, name, only_from) for name, rank in changes])
+            return int(cur.rowcount)
+
+    def awaiting_is_for(self, symbol: str, timeframe: str, limit: int,
+                        exclude: Collection[str] = ()) -> list[StrategyRow]:
+        """Incubator strategies of one universe not in `exclude`, oldest first."""
+        rows = self._read(_select("strategies", _STRATEGY_COLUMNS) + " WHERE rank = 'incubator' AND symbol = ?"
+                          " AND timeframe = ? ORDER BY created_at, name LIMIT ?", (symbol, timeframe,
+                                                                                  limit + len(exclude)))
+        return [r for r in (_strategy(x) for x in rows) if r.name not in exclude][:limit]
+
+    def incubator_outside(self, universes: Collection[tuple[str, str]], limit: int = 1000) -> list[StrategyRow]:
+        """Incubator strategies whose (symbol, timeframe) is not one of `universes` (no usable data for them)."""
+        sql = _select("strategies", _STRATEGY_COLUMNS) + " WHERE rank = 'incubator'"
+        params: list[object] = []
+        for symbol, timeframe in universes:
+            sql += " AND NOT (symbol = ? AND timeframe = ?)"
+            params += [symbol, timeframe]
+        return [_strategy(r) for r in self._read(sql + " LIMIT ?", [*params, limit])]
+
+    def best_live(self, symbol: str, timeframe: str, limit: int) -> list[StrategyRow]:
+        """Ranked (B/A/S) strategies of one universe, best first: by DSR, then IS Sharpe (the breeding parents)."""
+        sql = (_select("strategies", _STRATEGY_COLUMNS) + " WHERE rank IN ('B', 'A', 'S') AND symbol = ?"
+               " AND timeframe = ? ORDER BY is_dsr IS NULL, is_dsr DESC, is_sharpe IS NULL, is_sharpe DESC, name"
+               " LIMIT ?")
+        return [_strategy(r) for r in self._read(sql, (symbol, timeframe, limit))]
+
     def set_rank(self, name: str, rank: str, now: float) -> None:
         """Move a strategy to `rank`."""
         _check(rank, RANKS, "rank")
@@ -383,26 +570,34 @@ class Store:
         self._update_strategy(name, "wfv_decision = ?, updated_at = ?", [decision, now])
 
     def oos_candidates(self, *, min_trades: int, sharpe: float, profit_factor: float, win_rate: float,
-                       max_drawdown: float, limit: int) -> list[StrategyRow]:
-        """Ranked strategies that meet the A base criteria and have no OOS Sharpe yet, best IS Sharpe first."""
+                       max_drawdown: float, limit: int, dsr: float = 0.0) -> list[StrategyRow]:
+        """Ranked strategies that meet A's IS criteria (DSR as last stored) without a holdout verdict, best first."""
         # INDEXED BY: without statistics the planner prefers the rank index and sorts every B/A/S row.
         sql = (
             _select("strategies INDEXED BY strategies_oos_candidates", _STRATEGY_COLUMNS)
-            + " WHERE rank IN ('B', 'A', 'S') AND oos_sharpe IS NULL AND is_trades >= ? AND is_sharpe >= ?"
-            " AND is_profit_factor >= ? AND is_win_rate >= ? AND is_max_drawdown < ?"
-            " ORDER BY is_sharpe DESC, name LIMIT ?"
+            + " WHERE rank IN ('B', 'A', 'S') AND oos_sharpe IS NULL AND oos_decision IS NULL AND is_trades >= ?"
+            " AND is_sharpe >= ? AND is_profit_factor >= ? AND is_win_rate >= ? AND is_max_drawdown < ?"
+            + (" AND is_dsr >= ?" if dsr > 0 else "")
+            + " ORDER BY is_dsr IS NULL, is_dsr DESC, is_sharpe DESC, name LIMIT ?"
         )
-        return [_strategy(r) for r in self._read(sql, (min_trades, sharpe, profit_factor, win_rate, max_drawdown,
-                                                       limit))]
+        params: list[object] = [min_trades, sharpe, profit_factor, win_rate, max_drawdown]
+        if dsr > 0:
+            params.append(dsr)
+        return [_strategy(r) for r in self._read(sql, (*params, limit))]
 
-    def wfv_candidates(self, limit: int, exclude: Collection[str] = ()) -> list[StrategyRow]:
-        """Strategies ranked B, A or S without a WFV result and not in `exclude`, best IS Sharpe first."""
+    def wfv_candidates(self, limit: int, exclude: Collection[str] = (), min_dsr: float = 0.0,
+                       holdout_passed: bool = False) -> list[StrategyRow]:
+        """Strategies ranked B, A or S without a WFV result and not in `exclude`, best DSR (then IS Sharpe) first."""
         skip = f" AND name NOT IN ({', '.join('?' * len(exclude))})" if exclude else ""
         sql = (
             _select("strategies INDEXED BY strategies_wfv_candidates", _STRATEGY_COLUMNS)
-            + f" WHERE rank IN ('B', 'A', 'S') AND wfv_decision IS NULL{skip} ORDER BY is_sharpe DESC, name LIMIT ?"
+            + f" WHERE rank IN ('B', 'A', 'S') AND wfv_decision IS NULL{skip}"
+            + (" AND is_dsr >= ?" if min_dsr > 0 else "")
+            + (" AND oos_decision = 'pass'" if holdout_passed else "")
+            + " ORDER BY is_dsr IS NULL, is_dsr DESC, is_sharpe DESC, name LIMIT ?"
         )
-        return [_strategy(r) for r in self._read(sql, (*exclude, limit))]
+        params = [*exclude, *([min_dsr] if min_dsr > 0 else []), limit]
+        return [_strategy(r) for r in self._read(sql, params)]
 
     def awaiting_is(self, limit: int) -> list[StrategyRow]:
         """Incubator strategies (no IS result yet), oldest first."""
@@ -433,6 +628,178 @@ class Store:
             cur = conn.execute(f"UPDATE strategies SET {sets} WHERE name = ?", [*values, name])
             if cur.rowcount == 0:
                 raise StoreError(f"no strategy named {name!r}")
+
+    # -- the trials ledger ---------------------------------------------------------
+
+    def add_trials(self, rows: Sequence[TrialRow]) -> int:
+        """Record IS results as trials of their universe, once per rules hash; how many were new.
+
+        The universe's total moves by the new ones only: a rule set tried again is not a new trial.
+        """
+        if not rows:
+            return 0
+        sql = ("INSERT INTO trials (universe, rules_hash, family, generation, sharpe_per_bar, skew, kurtosis, bars,"
+               " recorded_at, sketch) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+               " ON CONFLICT (universe, rules_hash) DO NOTHING")
+        added: dict[str, int] = {}
+        with self._write(f"record {len(rows)} trials") as conn:
+            for r in rows:
+                # 16 hex digits (64 bits) of the rules hash: a collision among 10^7 trials has odds of ~10^-5.
+                cur = conn.execute(sql, (r.universe, r.rules_hash[:TRIAL_HASH_CHARS], r.family, r.generation,
+                                         _finite(r.sharpe_per_bar), _finite(r.skew), _finite(r.kurtosis), r.bars,
+                                         r.recorded_at, r.sketch))
+                if cur.rowcount:
+                    added[r.universe] = added.get(r.universe, 0) + 1
+            for universe, n in added.items():
+                conn.execute("INSERT INTO trial_totals (universe, trials) VALUES (?, ?) ON CONFLICT (universe)"
+                             " DO UPDATE SET trials = trials + excluded.trials", (universe, n))
+        return sum(added.values())
+
+    def trial_totals(self, universe: str) -> tuple[int, float | None, float | None]:
+        """(N trials counted, N_eff, mean correlation) of a universe; (0, None, None) before the first."""
+        rows = self._read("SELECT trials, n_eff, rho_bar FROM trial_totals WHERE universe = ?", (universe,))
+        if not rows:
+            return 0, None, None
+        return int(rows[0][0]), rows[0][1], rows[0][2]
+
+    def set_n_eff(self, universe: str, n_eff: float, rho_bar: float | None, now: float,
+                  aggregate: bytes | None = None) -> None:
+        """Store a universe's latest N_eff estimate and the running aggregate it came from."""
+        with self._write(f"set N_eff of {universe}") as conn:
+            conn.execute("INSERT INTO trial_totals (universe, n_eff, rho_bar, updated_at, aggregate)"
+                         " VALUES (?, ?, ?, ?, ?) ON CONFLICT (universe) DO UPDATE SET n_eff = excluded.n_eff,"
+                         " rho_bar = excluded.rho_bar, updated_at = excluded.updated_at,"
+                         " aggregate = excluded.aggregate", (universe, n_eff, _finite(rho_bar), now, aggregate))
+
+    def trial_aggregate(self, universe: str) -> bytes | None:
+        """The running aggregate of a universe's trials (swimmy/school/ledger.py), or None."""
+        rows = self._read("SELECT aggregate FROM trial_totals WHERE universe = ?", (universe,))
+        return bytes(rows[0][0]) if rows and rows[0][0] is not None else None
+
+    def recent_trials(self, universe: str, limit: int) -> list[TrialRow]:
+        """The newest trials of a universe (the recent window), newest first."""
+        rows = self._read("SELECT universe, rules_hash, family, generation, sharpe_per_bar, skew, kurtosis, bars,"
+                          " recorded_at, sketch FROM trials WHERE universe = ? ORDER BY id DESC LIMIT ?",
+                          (universe, limit))
+        return [TrialRow(*r) for r in rows]
+
+    def sample_trials(self, universe: str, count: int, seed: int) -> list[TrialRow]:
+        """`count` trials drawn at random from the universe's recent window (by id, reproducible by seed)."""
+        # The first and last ids of the universe, read from each end of the rowid order (a few rows, not a scan).
+        first = self._read("SELECT id FROM trials WHERE universe = ? ORDER BY id LIMIT 1", (universe,))
+        last = self._read("SELECT id FROM trials WHERE universe = ? ORDER BY id DESC LIMIT 1", (universe,))
+        if not first or not last:
+            return []
+        low, high = int(first[0][0]), int(last[0][0])
+        rng = random.Random(seed)
+        want = min(count, high - low + 1)
+        chosen: dict[int, TrialRow] = {}
+        # Ids of one universe's window are nearly contiguous (prunes cut the oldest): draw in the id range and
+        # keep the ones that exist, so a draw costs O(count) rows, not a read of the whole window.
+        for _ in range(20):
+            if len(chosen) >= want:
+                break
+            ids = [rng.randint(int(low), int(high)) for _ in range(2 * (want - len(chosen)) + 8)]
+            marks = ", ".join("?" * len(ids))
+            for r in self._read("SELECT id, universe, rules_hash, family, generation, sharpe_per_bar, skew, kurtosis,"
+                                f" bars, recorded_at, sketch FROM trials WHERE universe = ? AND id IN ({marks})",
+                                (universe, *ids)):
+                if len(chosen) < want:
+                    chosen.setdefault(int(r[0]), TrialRow(*r[1:]))
+        return list(chosen.values())
+
+    def prune_trials(self, universe: str, keep: int) -> int:
+        """Delete a universe's per-trial rows beyond the newest `keep`; the totals keep counting them."""
+        with self._write(f"prune the trials of {universe}") as conn:
+            cur = conn.execute("DELETE FROM trials WHERE universe = ? AND id <= (SELECT id FROM trials WHERE"
+                               " universe = ? ORDER BY id DESC LIMIT 1 OFFSET ?)", (universe, universe, keep))
+            if cur.rowcount:
+                conn.execute("UPDATE trial_totals SET pruned = pruned + ? WHERE universe = ?",
+                             (cur.rowcount, universe))
+            return int(cur.rowcount)
+
+    # -- the holdout -----------------------------------------------------------------
+
+    def holdout_split(self, universe: str, data_hash: str) -> tuple[int, int, int] | None:
+        """(oos_start, looks, worn_reported) recorded for this universe's data, or None."""
+        rows = self._read("SELECT oos_start, looks, worn_reported FROM holdout_splits WHERE universe = ?"
+                          " AND data_hash = ?", (universe, data_hash))
+        return (int(rows[0][0]), int(rows[0][1]), int(rows[0][2])) if rows else None
+
+    def record_holdout_split(self, universe: str, data_hash: str, oos_start: int, window_fraction: float,
+                             min_window_days: int, now: float) -> None:
+        """Record the split of a universe's data (once per data hash: it never moves for that data)."""
+        with self._write(f"record the holdout of {universe}") as conn:
+            conn.execute("INSERT INTO holdout_splits (universe, data_hash, oos_start, window_fraction,"
+                         " min_window_days, recorded_at) VALUES (?, ?, ?, ?, ?, ?)"
+                         " ON CONFLICT (universe, data_hash) DO NOTHING",
+                         (universe, data_hash, oos_start, window_fraction, min_window_days, now))
+
+    def add_holdout_look(self, universe: str, data_hash: str) -> int:
+        """Count one look at a universe's holdout (an OOS verdict); the looks so far."""
+        with self._write(f"count a look at the holdout of {universe}") as conn:
+            conn.execute("UPDATE holdout_splits SET looks = looks + 1 WHERE universe = ? AND data_hash = ?",
+                         (universe, data_hash))
+            row = conn.execute("SELECT looks FROM holdout_splits WHERE universe = ? AND data_hash = ?",
+                               (universe, data_hash)).fetchone()
+        return int(row[0]) if row else 0
+
+    def mark_holdout_worn(self, universe: str, data_hash: str) -> None:
+        """school.holdout_worn was said for this data: once."""
+        with self._write(f"mark the holdout of {universe} worn") as conn:
+            conn.execute("UPDATE holdout_splits SET worn_reported = 1 WHERE universe = ? AND data_hash = ?",
+                         (universe, data_hash))
+
+    # -- gates and verdicts ------------------------------------------------------------
+
+    def set_is_dsr(self, name: str, dsr: float | None, now: float) -> None:
+        """Store a strategy's DSR (recomputed against the ledger as it is now)."""
+        self._update_strategy(name, "is_dsr = ?, updated_at = ?", [_finite(dsr), now])
+
+    def set_oos_verdict(self, name: str, *, sharpe: float | None, psr: float | None, trades: int | None,
+                        decision: str, now: float) -> None:
+        """Store a strategy's holdout figures and verdict (pass / fail)."""
+        self._update_strategy(name, "oos_sharpe = ?, oos_psr = ?, oos_trades = ?, oos_decision = ?, updated_at = ?",
+                              [_finite(sharpe), _finite(psr), trades, decision, now])
+
+    def add_audit(self, universe: str, at: float, strategies: int, pbo: float | None, trials: int,
+                  n_eff: float | None, sr0: float | None) -> None:
+        """Record one PBO audit."""
+        with self._write(f"record an audit of {universe}") as conn:
+            conn.execute("INSERT INTO audits (universe, at, strategies, pbo, trials, n_eff, sr0) VALUES"
+                         " (?, ?, ?, ?, ?, ?, ?)", (universe, at, strategies, _finite(pbo), trials, _finite(n_eff),
+                                                    _finite(sr0)))
+
+    def last_audits(self) -> dict[str, dict[str, Any]]:
+        """The latest audit per universe."""
+        rows = self._read("SELECT universe, MAX(at), strategies, pbo, trials, n_eff, sr0 FROM audits GROUP BY universe")
+        return {str(r[0]): {"at": r[1], "strategies": r[2], "pbo": r[3], "trials": r[4], "n_eff": r[5], "sr0": r[6]}
+                for r in rows}
+
+    def count_ranked(self, symbol: str, timeframe: str) -> int:
+        """How many strategies of a universe are ranked B, A or S."""
+        return int(self._read("SELECT COUNT(*) FROM strategies WHERE rank IN ('B', 'A', 'S') AND symbol = ?"
+                              " AND timeframe = ?", (symbol, timeframe))[0][0])
+
+    # -- wfv folds -------------------------------------------------------------------
+
+    def add_wfv_folds(self, wfv_id: str, folds: Sequence[tuple[int, str, str]]) -> None:
+        """The folds of a walk-forward: (fold, request_id, request_json), unanswered."""
+        with self._write(f"add the folds of WFV run {wfv_id}") as conn:
+            conn.executemany("INSERT INTO wfv_folds (wfv_id, fold, request_id, request_json) VALUES (?, ?, ?, ?)",
+                             [(wfv_id, f, rid, body) for f, rid, body in folds])
+
+    def set_wfv_fold(self, wfv_id: str, fold: int, status: str, result_json: str | None) -> None:
+        """One fold's answer."""
+        with self._write(f"update fold {fold} of WFV run {wfv_id}") as conn:
+            conn.execute("UPDATE wfv_folds SET status = ?, result_json = ? WHERE wfv_id = ? AND fold = ?",
+                         (status, result_json, wfv_id, fold))
+
+    def wfv_folds(self, wfv_id: str) -> list[tuple[int, str, str, str | None, str | None]]:
+        """(fold, request_id, request_json, status, result_json) of a walk-forward, in fold order."""
+        rows = self._read("SELECT fold, request_id, request_json, status, result_json FROM wfv_folds"
+                          " WHERE wfv_id = ? ORDER BY fold", (wfv_id,))
+        return [(int(r[0]), str(r[1]), str(r[2]), r[3], r[4]) for r in rows]
 
     # -- oos_queue -------------------------------------------------------------
 
@@ -557,11 +924,16 @@ def _strategy_values(row: StrategyRow) -> tuple[object, ...]:
         row.generation,
         row.parent,
         row.rank,
-        *(_finite(v) for v in row.is_metrics.values()),
+        *(_finite(getattr(row, f"is_{key}")) for key in IS_METRIC_KEYS),
         _finite(row.oos_sharpe),
         row.created_at,
         row.updated_at,
         row.wfv_decision,
+        _finite(row.is_dsr),
+        row.is_bars,
+        _finite(row.oos_psr),
+        row.oos_trades,
+        row.oos_decision,
     )
 
 
@@ -594,6 +966,9 @@ def _prepare_readwrite(conn: sqlite3.Connection, path: Path) -> int:
         raise StoreError(f"cannot put the store {path} in WAL mode (journal_mode is {mode})")
     conn.execute("PRAGMA synchronous = NORMAL")
     conn.execute("PRAGMA foreign_keys = ON")
+    # The WAL is truncated back to this after each checkpoint: a burst of writes (a prune, a migration) must
+    # not leave a file as large as the database beside it for ever.
+    conn.execute(f"PRAGMA journal_size_limit = {WAL_LIMIT_BYTES}")
     return _migrate(conn, path)
 
 

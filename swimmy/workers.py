@@ -42,12 +42,14 @@ class WorkerSupervisor:
     """Starts, watches, restarts and stops the embedded worker processes."""
 
     def __init__(self, config_path: Path, count: int, emit: Emit, clock: Clock, *, id_prefix: str = "embedded",
-                 on_progress: Callable[[], None] | None = None, on_change: Callable[[], None] | None = None) -> None:
+                 on_progress: Callable[[], None] | None = None, on_change: Callable[[], None] | None = None,
+                 on_exit: Callable[[str, str], None] | None = None) -> None:
         self.config_path = config_path
         self._emit = emit
         self._clock = clock
         self._on_progress = on_progress or (lambda: None)
         self._on_change = on_change or (lambda: None)
+        self._on_exit = on_exit or (lambda worker_id, reason: None)  # its requests are re-queued at once
         self._slots = [_Slot(f"{id_prefix}-{n}") for n in range(1, count + 1)]
         self._stopping = False
         self.spawned = False  # the first round of starts is done (before it, "none alive" is not a fault)
@@ -111,6 +113,7 @@ class WorkerSupervisor:
                            data={"worker": slot.worker_id, "pid": proc.pid, "exit_code": proc.returncode,
                                  "restarts": slot.restarts, "lived_sec": round(lived, 3),
                                  "restart_in_sec": slot.backoff_sec})
+                self._on_exit(slot.worker_id, f"process exited with code {proc.returncode}")
                 self._on_change()
             if slot.restart_at is not None and now >= slot.restart_at and not self._stopping:
                 slot.restarts += 1

@@ -57,6 +57,16 @@ class TestImport:
         assert again.returncode == 0
         assert "added: []" in again.stdout
 
+    def test_a_symbol_or_timeframe_the_config_does_not_trade_is_refused_naming_it(self, tmp_path: Path) -> None:
+        """Exit 2 and nothing imported: such a row could never be backtested and would only wait."""
+        config = write_config(tmp_path)
+        body = GOOD + '\n[gbp]\nfamily = "sma_cross"\nparams = { fast = 5, slow = 50 }\nsymbol = "GBPUSD"\n' \
+                      'timeframe = "H1"\n'
+        result = run_cli("strategies", "import", str(strategies_file(tmp_path, body)), "--config", str(config))
+        assert result.returncode == 2
+        assert "GBPUSD H1 is not traded by this config" in result.stderr and "sma_cross-GBPUSD-H1-" in result.stderr
+        assert not (tmp_path / "var" / "school.db").exists()
+
     @pytest.mark.parametrize(
         ("body", "message"),
         [
@@ -100,9 +110,20 @@ class TestListAndBacktest:
         result = run_cli("strategies", "list", "--config", str(config))
         assert result.returncode == 0, result.stderr
         assert result.stdout.splitlines()[0].split()[:3] == ["name", "rank", "gen"]
+        assert result.stdout.splitlines()[0].split()[5] == "dsr"  # every IS result's DSR is shown (SPEC §5)
         assert "(2 strategies)" in result.stdout
         assert "incubator" in result.stdout
         assert "(0 strategies)" in run_cli("strategies", "list", "--config", str(config), "--rank", "A").stdout
+
+    def test_list_shows_the_dsr_and_the_verdicts(self) -> None:
+        from swimmy.catalog import render_table
+        from swimmy.store import StrategyRow
+
+        row = StrategyRow(name="sma_cross-EURUSD-H1-0000abcd", rules_hash="h", family="sma_cross",
+                          params={"fast": 5, "slow": 50}, symbol="EURUSD", timeframe="H1", rank="S", is_sharpe=2.1,
+                          is_dsr=0.987, oos_decision="pass", wfv_decision="validated")
+        line = render_table([row]).splitlines()[2].split()
+        assert line[5] == "0.99" and line[-2:] == ["pass", "validated"]
 
     def test_backtest_name_runs_offline_on_the_shipped_data(self, tmp_path: Path) -> None:
         """`swimmy backtest NAME` prints the metrics of a stored strategy without a daemon."""

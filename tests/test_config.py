@@ -36,20 +36,28 @@ class TestDefaults:
         assert cfg.zmq.pub_endpoint == "tcp://127.0.0.1:5556"
         assert cfg.zmq.pull_endpoint == "tcp://127.0.0.1:5555"
         assert cfg.zmq.backtest_endpoint == "tcp://127.0.0.1:5580"
-        assert cfg.zmq.result_endpoint == "tcp://127.0.0.1:5581"
+        assert cfg.zmq.result_endpoint is None and cfg.warnings == ()  # deprecated: no longer used
+        assert cfg.workers.queue_depth == 2
+        assert cfg.backtest.worker_timeout_sec == 5 and cfg.backtest.max_attempts == 3
         assert cfg.zmq.max_message_bytes == 1024 * 1024
         assert cfg.control.endpoint == "tcp://127.0.0.1:5590"
         assert cfg.workers.embedded == 2
         assert cfg.school.cycle_sec == 10
         assert cfg.school.population_max == 2000
         assert cfg.backtest.timeout_sec == 120
-        assert cfg.oos.window_days == 90
+        assert cfg.oos.window_days is None and cfg.oos.min_window_days == 90 and cfg.oos.window_fraction == 0.25
+        assert (cfg.oos.min_trades, cfg.oos.min_sharpe, cfg.oos.min_psr, cfg.oos.max_looks) == (20, 0.35, 0.90, 500)
+        assert (cfg.wfv.folds, cfg.wfv.mode, cfg.wfv.affects_rank) == (5, "rolling", True)
+        assert (cfg.wfv.min_psr, cfg.wfv.min_wfe, cfg.wfv.min_profitable_folds) == (0.95, 0.5, 0.6)
+        assert (cfg.school.audit_interval_sec, cfg.school.audit_strategies) == (3600, 50)
         assert cfg.oos.request_interval_sec == 600
         assert cfg.oos.min_sharpe == 0.35
         assert (cfg.wfv.enabled, cfg.wfv.interval_sec, cfg.wfv.max_pending, cfg.wfv.max_per_run) == (True, 3600, 2, 1)
-        assert (cfg.wfv.split_ratio, cfg.wfv.pending_timeout_sec, cfg.wfv.affects_rank) == (0.2, 1800, False)
+        assert (cfg.wfv.split_ratio, cfg.wfv.pending_timeout_sec, cfg.wfv.affects_rank) == (0.2, 1800, True)
         assert (cfg.ranks.B.sharpe, cfg.ranks.B.min_trades) == (0.15, 20)
-        assert (cfg.ranks.A.sharpe, cfg.ranks.S.psr) == (0.45, 0.95)
+        assert (cfg.ranks.A.sharpe, cfg.ranks.A.profit_factor, cfg.ranks.A.dsr) == (0.45, 1.20, 0.95)
+        assert (cfg.ranks.B.win_rate, cfg.ranks.A.win_rate, cfg.ranks.S.win_rate) == (0, 0, 0)  # no win-rate gate
+        assert (cfg.ranks.S.max_drawdown, cfg.ranks.S.sharpe) == (0.15, 0.0)
         assert cfg.discord.heartbeat_webhook_env == "SWIMMY_DISCORD_HEARTBEAT"
         assert cfg.discord.heartbeat_interval_sec == 3600
         assert cfg.snapshots.interval_sec == 60
@@ -68,10 +76,10 @@ class TestDefaults:
 
     def test_partial_rank_table_keeps_that_ranks_defaults(self) -> None:
         """[ranks.S] with one key overrides only that key of S's criteria."""
-        cfg = config_from_mapping({"ranks": {"S": {"sharpe": 1.0}}}, base_dir=Path("/"))
-        assert cfg.ranks.S.sharpe == 1.0
-        assert cfg.ranks.S.psr == 0.95
-        assert cfg.ranks.S.profit_factor == 1.70
+        cfg = config_from_mapping({"ranks": {"A": {"sharpe": 1.0}}}, base_dir=Path("/"))
+        assert cfg.ranks.A.sharpe == 1.0
+        assert cfg.ranks.A.dsr == 0.95
+        assert cfg.ranks.A.profit_factor == 1.20
 
     def test_sec_and_ms_keys_take_integers_or_floats(self) -> None:
         """`_sec` and `_ms` keys accept both integers and floats."""
@@ -160,6 +168,24 @@ class TestCli:
         assert "[ranks.S]" in result.stdout
         assert "discord heartbeat webhook: set (redacted)" in result.stdout
         assert "SECRET-TOKEN" not in result.stdout + result.stderr
+
+    def test_the_old_oos_window_days_is_read_as_min_window_days(self) -> None:
+        cfg = config_from_mapping({"oos": {"window_days": 30}}, base_dir=Path("/"))
+        assert cfg.oos.holdout_min_days == 30 and "oos.window_days is deprecated" in cfg.warnings[0]
+
+    def test_synthetic_tables_name_their_universe(self) -> None:
+        cfg = config_from_mapping({"synthetic": {"SYNTH_X": {"kind": "planted_trend", "seed": 3}}}, base_dir=Path("/"))
+        assert cfg.synthetic["SYNTH_X"].kind == "planted_trend" and cfg.synthetic["SYNTH_X"].bars == 30_000
+        with pytest.raises(ConfigError, match=r"synthetic.SYNTH_X.kind: must be one of"):
+            config_from_mapping({"synthetic": {"SYNTH_X": {"kind": "lucky"}}}, base_dir=Path("/"))
+
+    def test_the_old_result_endpoint_still_loads_with_a_deprecation_warning(self, tmp_path: Path) -> None:
+        """zmq.result_endpoint is no longer used (SPEC §4): an old config loads, and `config check` says so."""
+        path = tmp_path / "c.toml"
+        path.write_text('[zmq]\nresult_endpoint = "tcp://127.0.0.1:5581"\n')
+        result = run_cli("config", "check", "--config", str(path))
+        assert result.returncode == 0, result.stderr
+        assert "warning: zmq.result_endpoint is deprecated and no longer used" in result.stderr
 
     def test_shipped_configs_are_valid(self) -> None:
         """config/dev.toml and config/prod.toml load; prod uses absolute paths only."""

@@ -132,3 +132,27 @@ class TestHeartbeatHandler:
         handler(Message("HEARTBEAT", {"v": 1, "type": "HEARTBEAT", "source": "w1", "status": "OK", "id": "I"}, 1))
         assert emit.of_type("heartbeat.recv")[0].correlation_id == "I"
         assert "rtt_ms" not in emit.of_type("heartbeat.recv")[0].data
+
+
+class TestWorkSocket:
+    def test_the_work_socket_speaks_v2_and_hands_the_sender_identity(self) -> None:
+        """[identity, payload]: a v2 message reaches its handler with the identity; v1 is bad_version."""
+        d, emit, _ = make()
+        seen: list[tuple[bytes, str]] = []
+        d.register_work("READY", lambda identity, msg: seen.append((identity, msg.type)))  # type: ignore[func-returns-value]
+        assert d.dispatch_work([b"id-1", orjson.dumps({"v": 2, "type": "READY"})])
+        assert seen == [(b"id-1", "READY")]
+        assert not d.dispatch_work([b"id-1", orjson.dumps({"v": 1, "type": "READY"})])
+        assert not d.dispatch_work([b"lonely"])  # no identity frame
+        assert not d.dispatch_work([b"id-1", orjson.dumps({"v": 2, "type": "HEARTBEAT"})])  # not a work message
+        assert d.rejected == {"bad_version": 1, "multipart": 1, "unknown_type": 1}
+        assert {e.data["reason"] for e in emit.of_type("message.rejected")} == {"bad_version", "multipart",
+                                                                                 "unknown_type"}
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.binary(max_size=64), max_size=4))
+    def test_junk_on_the_work_socket_never_escapes(self, frames: list[bytes]) -> None:
+        d, _, _ = make()
+        d.register_work("READY", lambda identity, msg: None)
+        d.dispatch_work(frames)
+        assert d.received == 1 and d.handled + sum(d.rejected.values()) == 1

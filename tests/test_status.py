@@ -66,6 +66,14 @@ class TestAlerts:
         assert note is not None and (note.kind, note.severity) == (kind, severity)
         assert note.kind in DISCORD_KINDS
 
+    def test_a_promotion_says_what_it_was_judged_against(self) -> None:
+        """The trader reading Discord sees the DSR and how many trials it was deflated for."""
+        note = alert_for("strategy.ranked", "info", "s", {"strategy": "s", "from_rank": "A", "to_rank": "S",
+                                                           "reason": "walk-forward validated", "sharpe": 2.345,
+                                                           "dsr": 0.9912, "trials": 4200, "n_eff": 31.5})
+        assert note is not None and "DSR 0.991 against 4200 trials (N_eff 31.5)" in note.description
+        assert "IS Sharpe 2.35" in note.description
+
     @pytest.mark.parametrize(
         ("event_type", "data"),
         [("strategy.ranked", {"from_rank": "incubator", "to_rank": "B"}),

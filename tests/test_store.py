@@ -91,7 +91,7 @@ class TestOpening:
     def test_fresh_file_gets_current_version_and_wal(self, db: Path) -> None:
         """A new file is created at the current schema version, in WAL mode."""
         with Store.open(db) as s:
-            assert s.schema_version == SCHEMA_VERSION == 3
+            assert s.schema_version == SCHEMA_VERSION == 4
             assert s.journal_mode == "wal"
         conn = sqlite3.connect(db)
         try:
@@ -152,9 +152,9 @@ class TestOpening:
         conn.executescript("CREATE TABLE future (x INTEGER); INSERT INTO future VALUES (1); PRAGMA user_version = 7;")
         conn.close()
         before = db.read_bytes()
-        with pytest.raises(StoreError, match=r"made by a newer swimmy: schema 7 > 3"):
+        with pytest.raises(StoreError, match=r"made by a newer swimmy: schema 7 > 4"):
             Store.open(db)
-        with pytest.raises(StoreError, match=r"made by a newer swimmy: schema 7 > 3"):
+        with pytest.raises(StoreError, match=r"made by a newer swimmy: schema 7 > 4"):
             Store.open_readonly(db)
         assert db.read_bytes() == before
         assert not Path(f"{db}-wal").exists()
@@ -271,6 +271,35 @@ class TestMigration:
             conn.close()
         assert "backoff_sec" not in columns
 
+    def test_v3_file_keeps_its_single_split_runs_readable_and_marked(self, db: Path) -> None:
+        """v3 -> v4: old single-split WFV runs stay readable, marked `single_split`; their verdicts are cleared
+        from the strategies so that each gets a real walk-forward; the new tables work."""
+        from swimmy.store import _MIGRATIONS
+
+        conn = sqlite3.connect(db)
+        for version in range(3):
+            for statement in _MIGRATIONS[version]:
+                conn.execute(statement)
+        conn.execute("PRAGMA user_version = 3")
+        conn.execute(
+            "INSERT INTO strategies (name, rules_hash, family, params_json, symbol, timeframe, rank, is_sharpe,"
+            " created_at, updated_at, wfv_decision) VALUES ('s1', 'h1', 'sma_cross', '{}', 'EURUSD', 'H1', 'S', 1.5,"
+            " 1.0, 1.0, 'validated')")
+        conn.execute("INSERT INTO wfv_runs (wfv_id, strategy, started_at, trigger, split_ratio, is_sharpe, oos_sharpe,"
+                     " is_status, oos_status, status, decision) VALUES ('w-old', 's1', 5.0, 'scheduled', 0.2, 1.4, 1.1,"
+                     " 'ok', 'ok', 'done', 'validated')")
+        conn.commit()
+        conn.close()
+        with Store.open(db) as s:
+            assert s.schema_version == 4
+            run = s.get_wfv_run("w-old")
+            assert run is not None and run.kind == "single_split" and run.decision == "validated"
+            assert (run.is_sharpe, run.oos_sharpe) == (1.4, 1.1)
+            row = s.get_strategy("s1")
+            assert row is not None and row.wfv_decision is None and row.rank == "S" and row.is_dsr is None
+            s.add_wfv_run(WfvRow("w-new", "s1", 6.0, "manual", 0.2))
+            assert s.get_wfv_run("w-new").kind == "folds"  # type: ignore[union-attr]
+
     def test_migration_is_idempotent(self, db: Path) -> None:
         """Opening an already-current file changes nothing in its schema."""
         make_v1(db)
@@ -333,6 +362,10 @@ class TestStrategies:
             "sortino": None,
             "psr": None,
             "pnl_pips": None,
+            "skew": None,
+            "kurtosis": None,
+            "sharpe_per_bar": None,
+            "dsr": None,
         }
         assert got.oos_sharpe is None
         assert (got.rank, got.updated_at) == ("graveyard", 5.0)
@@ -361,11 +394,14 @@ class TestStrategies:
             "sortino": 1.1,
             "psr": 0.97,
             "pnl_pips": 312.5,
+            "skew": -0.2,
+            "kurtosis": 4.5,
+            "sharpe_per_bar": 0.02,
         }
         store.record_is_result(row.name, metrics, "A", 10.0)
         got = store.get_strategy(row.name)
         assert got is not None
-        assert got.is_metrics == {k: v for k, v in metrics.items() if k != "wins"}
+        assert got.is_metrics == {**{k: v for k, v in metrics.items() if k != "wins"}, "dsr": None}
         assert (got.rank, got.created_at, got.updated_at) == ("A", row.created_at, 10.0)
 
     def test_oos_sharpe_set_and_cleared(self, store: Store) -> None:

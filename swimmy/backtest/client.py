@@ -1,16 +1,33 @@
-"""The daemon's backtest client (SPEC §4): the in-flight map, timeouts, one resend, results by request_id.
+"""The daemon's side of the work protocol (SPEC §4): a load-balancing broker with Paranoid-Pirate liveness.
+
+The ZeroMQ guide's load-balancing broker, with credit: each worker's DEALER
+announces itself with READY (`credit` = how many requests it may hold, `data` =
+the hash of each universe's file it has); the daemon's ROUTER sends a BACKTEST
+only to a worker with free credit whose data for that universe has the daemon's
+hash, and records which worker holds which request_id. A result returns the
+credit. A worker beats BUSY from the thread that runs the backtest while it holds
+work, and READY while idle; a worker silent for `backtest.worker_timeout_sec` (or
+holding work without a BUSY for that long) is dead, and its requests go back to
+the front of the queue at once (`backtest.requeued`). A request whose worker died
+`backtest.max_attempts` times is poison (`backtest.quarantined`): its owner hears
+`quarantined` and it is never sent again.
 
 Results are routed by `request_id`, never by name. A request unanswered after
-`backtest.timeout_sec` is re-sent once under the same request_id; after the
-second timeout it is `backtest.timeout` and its owner hears `timeout`. A result
-answered after its timeout still goes to its owner (marked `late`), who decides what it is
-worth; only a duplicate (the second answer to a resent request) is ignored.
+`backtest.timeout_sec` is re-queued once with the same request_id; after the second
+timeout it is `backtest.timeout` and its owner hears `timeout`. A result answered
+after its timeout still goes to its owner (marked `late`), who decides what it is
+worth; a duplicate is ignored. A `data mismatch` error is a lost request, never the
+strategy's fault: re-queued, and that worker gets no more of that universe until a
+READY says its data matches again.
+
+Priorities: OOS, walk-forward and manual requests go before IS requests, so the
+school's search slows down by itself when qualification work is waiting.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,17 +39,23 @@ from swimmy.wire.messages import (
     Message,
     Rejected,
     backtest_body,
-    encode,
+    encode_work,
     parse_backtest_result,
+    parse_busy,
+    parse_ready,
 )
 
-TICK_SEC = 1.0
-MAX_INFLIGHT = 10_000  # a bound on the map; past it, submit refuses (the caller's error path)
+TICK_SEC = 0.2  # liveness checks; request timeouts are checked every tick too (a dict walk)
+MAX_INFLIGHT = 10_000  # a bound on queued + held requests; past it, submit refuses (the caller's error path)
+MAX_WORKERS = 1024  # a bound on the worker table; READY from more is refused
+INCOMPATIBLE_AFTER_SEC = 10.0  # a heartbeat peer named worker-* that sends no READY this long is an old v1 worker
+DATA_MISMATCH = "data mismatch"
+HIGH, LOW = 0, 1  # queue priorities: qualification and manual work first, then the IS search
 
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a request ended: ok / error (the worker's answer) or timeout (no answer after the resend)."""
+    """How a request ended: ok / error (the worker's answer), timeout, or quarantined (it kept killing workers)."""
 
     request_id: str
     purpose: str
@@ -45,144 +68,473 @@ class Outcome:
 
 
 @dataclass
-class _Pending:
-    frames: list[bytes]
+class _Request:
+    request_id: str
+    payload: bytes
     purpose: str
     strategy: str
-    sent_at: float
+    universe: str
     on_done: Callable[[Outcome], None] | None
-    attempts: int = 1
-    context: dict[str, Any] = field(default_factory=dict)
+    deadline: float
+    attempts: int = 1  # 2 after the timeout resend
+    deaths: int = 0  # workers that died holding it
+    worker: bytes | None = None  # the identity holding it now; None while queued
+    queued: bool = False
+
+
+@dataclass
+class _Worker:
+    identity: bytes
+    worker_id: str
+    credit: int
+    data: dict[str, str]
+    last_seen: float
+    last_beat: float  # BUSY, a result, or READY while holding nothing
+    held: set[str] = field(default_factory=set)
+    mismatch_reported: set[tuple[str, str]] = field(default_factory=set)
+
+    @property
+    def free(self) -> int:
+        return self.credit - len(self.held)
+
+
+def universe_of(strategy: dict[str, Any]) -> str:
+    """`<SYMBOL>_<TF>` of a wire strategy object."""
+    return f"{strategy.get('symbol')}_{strategy.get('timeframe')}"
 
 
 class BacktestClient:
-    """Sends BACKTEST requests through a non-blocking PUSH and matches their results."""
+    """Queues BACKTEST requests, hands them to workers by credit, and matches their results."""
 
-    def __init__(self, send: Callable[[list[bytes]], bool], emit: Emit, clock: Clock, *, timeout_sec: float,
-                 on_progress: Callable[[], None] | None = None) -> None:
+    def __init__(self, send: Callable[[bytes, bytes], bool], emit: Emit, clock: Clock, *, timeout_sec: float,
+                 worker_timeout_sec: float = 5.0, max_attempts: int = 3,
+                 universe_hash: Callable[[str], str | None] | None = None,
+                 costs_for: Callable[[str], dict[str, float]] | None = None,
+                 on_progress: Callable[[], None] | None = None, debug_events: bool = False) -> None:
         self._send = send
         self._emit = emit
         self._clock = clock
         self.timeout_sec = timeout_sec
+        self.worker_timeout_sec = worker_timeout_sec
+        self.max_attempts = max_attempts
+        self._universe_hash = universe_hash or (lambda universe: None)
+        self._costs_for = costs_for or (lambda symbol: {"spread_pips": 0.0, "slippage_pips": 0.0, "pip": 0.0001})
         self._on_progress = on_progress or (lambda: None)
-        self._inflight: dict[str, _Pending] = {}
+        self.debug_events = debug_events  # IS backtest.completed is debug: written only at log_level debug
+        self.on_credit: Callable[[], None] = lambda: None  # the school tops up its IS work when credit frees
+        self._requests: dict[str, _Request] = {}
+        self._queues: dict[tuple[int, str], deque[str]] = {}
+        self._workers: dict[bytes, _Worker] = {}
+        self._peers_first_heard: dict[str, float] = {}
+        self._incompatible_reported: set[str] = set()
+        self._ever_ready: set[str] = set()  # `worker-<id>` of every worker that has sent READY (bounded below)
         # Requests that timed out, so a late answer still reaches its owner (who judges it: the OOS
         # requester takes the latest request's result and calls anything older stale). Bounded.
-        self._timed_out: OrderedDict[str, _Pending] = OrderedDict()
+        self._timed_out: OrderedDict[str, _Request] = OrderedDict()
         self.sent = 0
         self.refused = 0
         self.completed = 0
         self.timeouts = 0
         self.resends = 0
+        self.requeued = 0
+        self.quarantined = 0
         self.ignored = 0
+        self.workers_lost = 0
+
+    # -- figures -----------------------------------------------------------------------------
 
     @property
     def inflight(self) -> int:
-        """Requests sent and not yet answered or timed out."""
-        return len(self._inflight)
+        """Requests submitted and not yet answered or timed out (queued or held by a worker)."""
+        return len(self._requests)
 
-    def submit(self, purpose: str, strategy: dict[str, Any], *, start_ts: int | None, end_ts: int | None,
-               include_trades: bool = False, on_done: Callable[[Outcome], None] | None = None,
-               request_id: str | None = None, debug: dict[str, Any] | None = None) -> str | None:
-        """Send a request without blocking; its request_id, or None when refused (no worker, queue full)."""
-        request_id = request_id or str(uuid.uuid4())
-        body = backtest_body(request_id=request_id, purpose=purpose, strategy=strategy, start_ts=start_ts,
-                             end_ts=end_ts, include_trades=include_trades)
-        if debug:
-            body["debug"] = debug
-        frames = [encode(body)]
-        if len(self._inflight) >= MAX_INFLIGHT or not self._try_send(frames):
-            self.refused += 1
-            return None
-        self.sent += 1
-        self._inflight[request_id] = _Pending(frames, purpose, str(strategy.get("name", "")),
-                                              self._clock.monotonic(), on_done)
-        return request_id
+    def queued(self, purpose: str | None = None) -> int:
+        """Requests waiting in the queue (of one purpose, when given)."""
+        return sum(1 for r in self._requests.values() if r.queued and (purpose is None or r.purpose == purpose))
+
+    def workers(self) -> list[dict[str, Any]]:
+        """The worker table, for status and metrics."""
+        now = self._clock.monotonic()
+        return [{"worker": w.worker_id, "credit": w.credit, "held": len(w.held),
+                 "silent_sec": round(now - w.last_seen, 3), "data": dict(w.data)} for w in self._workers.values()]
+
+    def live_workers(self) -> int:
+        """Workers that have sent READY and are not (yet) declared dead."""
+        return len(self._workers)
+
+    def free_credit(self, universe: str | None = None) -> int:
+        """Free credit of the workers that can serve `universe` (all of them when None), minus what is queued.
+
+        The school keeps this at zero with IS work: as many requests in the pipe as the workers may hold.
+        """
+        want = self._universe_hash(universe) if universe is not None else None
+        free = sum(max(0, w.free) for w in self._workers.values()
+                   if universe is None or (want is not None and w.data.get(universe) == want))
+        queued = sum(len(q) for (_, u), q in self._queues.items() if universe is None or u == universe)
+        return max(0, free - queued)
+
+    def can_serve(self, universe: str) -> bool:
+        """A live worker has this universe's data with our hash."""
+        want = self._universe_hash(universe)
+        return want is not None and any(w.data.get(universe) == want for w in self._workers.values())
 
     def is_inflight(self, request_id: str) -> bool:
         """Whether this request is still waiting for its answer."""
-        return request_id in self._inflight
+        return request_id in self._requests
+
+    # -- submitting --------------------------------------------------------------------------
+
+    def submit(self, purpose: str, strategy: dict[str, Any], *, start_ts: int | None, end_ts: int | None,
+               include_trades: bool = False, on_done: Callable[[Outcome], None] | None = None,
+               request_id: str | None = None, debug: dict[str, Any] | None = None,
+               extra: dict[str, Any] | None = None, recover: bool = False) -> str | None:
+        """Queue a request; its request_id, or None when refused.
+
+        Refused: the universe has no data here, no live worker has its data (unless `recover`: a request
+        of an earlier run, re-queued at start-up before the workers are back), or the queue is full.
+        """
+        universe = universe_of(strategy)
+        data_hash = self._universe_hash(universe)
+        if data_hash is None or len(self._requests) >= MAX_INFLIGHT or (not recover and not self.can_serve(universe)):
+            self.refused += 1
+            return None
+        request_id = request_id or str(uuid.uuid4())
+        if request_id in self._requests:
+            return request_id  # already queued or held (a recovered request submitted twice)
+        body = backtest_body(request_id=request_id, purpose=purpose, strategy=strategy, start_ts=start_ts,
+                             end_ts=end_ts, include_trades=include_trades, data_hash=data_hash,
+                             costs=self._costs_for(str(strategy.get("symbol"))))
+        if debug:
+            body["debug"] = debug
+        if extra:
+            body.update(extra)
+        req = _Request(request_id, encode_work(body), purpose, str(strategy.get("name", "")), universe, on_done,
+                       self._clock.monotonic() + self.timeout_sec)
+        self._requests[request_id] = req
+        self.sent += 1
+        self._enqueue(req)
+        self.pump()
+        return request_id
+
+    def _enqueue(self, req: _Request, *, front: bool = False) -> None:
+        req.worker = None
+        req.queued = True
+        queue = self._queues.setdefault((LOW if req.purpose == "is" else HIGH, req.universe), deque())
+        if front:
+            queue.appendleft(req.request_id)
+        else:
+            queue.append(req.request_id)
+
+    def pump(self) -> None:
+        """Hand queued requests to workers with free credit, qualification work first."""
+        if not self._workers:
+            return
+        for priority in (HIGH, LOW):
+            for (p, universe), queue in list(self._queues.items()):
+                if p != priority or not queue:
+                    continue
+                want = self._universe_hash(universe)
+                while queue:
+                    worker = self._pick(universe, want)
+                    if worker is None:
+                        break
+                    req = self._requests.get(queue[0])
+                    if req is None or not req.queued:
+                        queue.popleft()  # answered or re-routed meanwhile
+                        continue
+                    if not self._deliver(worker, req):
+                        break
+                    queue.popleft()
+
+    def _pick(self, universe: str, want: str | None) -> _Worker | None:
+        best: _Worker | None = None
+        for w in self._workers.values():
+            if w.free > 0 and want is not None and w.data.get(universe) == want and (
+                    best is None or w.free > best.free):
+                best = w
+        return best
+
+    def _deliver(self, worker: _Worker, req: _Request) -> bool:
+        try:
+            ok = self._send(worker.identity, req.payload)
+        except Exception as exc:  # noqa: BLE001 - unroutable (the peer is gone): that worker is lost
+            self._lose(worker, f"send failed: {exc}")
+            return False
+        if not ok:
+            return False  # its pipe is full: try again on the next pump
+        req.queued = False
+        req.worker = worker.identity
+        worker.held.add(req.request_id)
+        if len(worker.held) == 1:
+            worker.last_beat = self._clock.monotonic()  # BUSY beats are due from now on
+        return True
+
+    # -- restart recovery ---------------------------------------------------------------------
 
     def adopt(self, request_id: str, purpose: str, strategy: str, on_done: Callable[[Outcome], None]) -> None:
-        """Track a request sent by an earlier run (found in the store at start-up), so its result is accepted.
+        """Track a request of an earlier run whose body can't be rebuilt, so its late result is accepted.
 
-        Its frames are not known, so it is not re-sent: it counts as already on its second attempt and
-        times out after one `timeout_sec` if no answer comes.
+        Prefer `submit(..., request_id=..., recover=True)`, which re-sends it; this only waits one
+        `timeout_sec` for an answer from a worker that may still hold it.
         """
-        self._inflight[request_id] = _Pending([], purpose, strategy, self._clock.monotonic(), on_done, attempts=2)
+        req = _Request(request_id, b"", purpose, strategy, "", on_done, self._clock.monotonic() + self.timeout_sec,
+                       attempts=2)
+        self._requests[request_id] = req
 
-    def _try_send(self, frames: list[bytes]) -> bool:
-        try:
-            return self._send(frames)
-        except Exception:  # noqa: BLE001 - a socket error is a refusal, reported by the caller's error path
-            return False
+    # -- inbound -----------------------------------------------------------------------------
 
-    def handle_result(self, msg: Message) -> Rejected | None:
-        """Dispatcher handler for BACKTEST_RESULT."""
+    def handle_ready(self, identity: bytes, msg: Message) -> Rejected | None:
+        """READY: a worker (re)announces its credit and data; a new one joins the table."""
+        ready = parse_ready(msg)
+        if isinstance(ready, Rejected):
+            return ready
+        now = self._clock.monotonic()
+        worker = self._workers.get(identity)
+        if worker is None:
+            for other in list(self._workers.values()):
+                if other.worker_id == ready.worker:  # the same worker on a new connection: it restarted
+                    self._lose(other, "reconnected under a new connection (restarted)")
+            if len(self._workers) >= MAX_WORKERS:
+                return Rejected("worker_table_full", msg.size, msg.type, None, detail=ready.worker)
+            worker = _Worker(identity, ready.worker, ready.credit, ready.data, now, now)
+            self._workers[identity] = worker
+            if len(self._ever_ready) < MAX_WORKERS * 4:
+                self._ever_ready.add(f"worker-{ready.worker}")
+            self._emit("worker.ready", service="engine", correlation_id=ready.worker,
+                       data={"worker": ready.worker, "credit": ready.credit, "data": ready.data})
+        worker.credit = ready.credit
+        worker.data = dict(ready.data)
+        worker.last_seen = now
+        if not worker.held:
+            worker.last_beat = now
+        self._check_data(worker)
+        self.pump()
+        self.on_credit()
+        return None
+
+    def _check_data(self, worker: _Worker) -> None:
+        """One `worker.data_mismatch` per worker, universe and hash of theirs that differs from ours."""
+        for universe in self._known_universes():
+            ours = self._universe_hash(universe)
+            theirs = worker.data.get(universe)
+            if ours is None or theirs == ours:
+                continue
+            key = (universe, theirs or "")
+            if key in worker.mismatch_reported:
+                continue
+            worker.mismatch_reported.add(key)
+            self._emit("worker.data_mismatch", service="engine", severity="warning", correlation_id=worker.worker_id,
+                       data={"worker": worker.worker_id, "universe": universe, "data_hash": ours, "theirs": theirs})
+
+    def _known_universes(self) -> set[str]:
+        return {u for (_, u) in self._queues} | set(self.universes)
+
+    universes: tuple[str, ...] = ()  # the configured universes, set by the daemon (for mismatch reports)
+
+    def handle_busy(self, identity: bytes, msg: Message) -> Rejected | None:
+        """BUSY: the worker's backtest thread is alive; a request it holds from an earlier run is claimed."""
+        busy = parse_busy(msg)
+        if isinstance(busy, Rejected):
+            return busy
+        now = self._clock.monotonic()
+        worker = self._workers.get(identity)
+        if worker is None:
+            req = self._requests.get(busy.request_id or "")
+            if req is None or not req.queued:
+                return None  # not READY yet (or declared dead): its result is still taken by request_id
+            # A worker still running a request of the daemon's earlier run: it keeps it (no data, so no more
+            # work, until its READY says what it has).
+            worker = _Worker(identity, busy.worker, 1, {}, now, now)
+            self._workers[identity] = worker
+        worker.last_seen = worker.last_beat = now
+        if busy.request_id is not None:
+            req = self._requests.get(busy.request_id)
+            if req is not None and req.queued:
+                # A request re-queued at start-up that this worker still runs: it stays with it.
+                req.queued = False
+                req.worker = identity
+                worker.held.add(busy.request_id)
+        return None
+
+    def handle_result(self, identity: bytes, msg: Message) -> Rejected | None:
+        """BACKTEST_RESULT: the credit comes back; the answer goes to the request's owner."""
         result = parse_backtest_result(msg)
         if isinstance(result, Rejected):
             return result
-        pending = self._inflight.pop(result.request_id, None)
+        now = self._clock.monotonic()
+        worker = self._workers.get(identity)
+        if worker is not None:
+            worker.held.discard(result.request_id)
+            worker.last_seen = worker.last_beat = now
+        req = self._requests.get(result.request_id)
+        mismatch = result.status == "error" and (result.error or "").startswith(DATA_MISMATCH)
+        if req is not None and mismatch:
+            self._data_mismatch(worker, req, result)
+        elif mismatch:
+            if worker is not None and result.request_id in self._timed_out:
+                worker.data.pop(self._timed_out[result.request_id].universe, None)
+            self.ignored += 1  # a late answer from other data: never the owner's result
+        else:
+            self._answer(result, worker)
+        self.pump()
+        self.on_credit()
+        return None
+
+    def _data_mismatch(self, worker: _Worker | None, req: _Request, result: BacktestResultMsg) -> None:
+        """Results from different data are never mixed: re-queue, and that worker waits for a new READY."""
+        if worker is not None:
+            worker.data.pop(req.universe, None)
+        if req.worker is not None and req.worker != (worker.identity if worker else None):
+            return  # another worker holds it now: its answer decides
+        self._requeue(req, worker.worker_id if worker else result.worker, f"{result.error}", count_death=False)
+
+    def _answer(self, result: BacktestResultMsg, worker: _Worker | None) -> None:
+        req = self._requests.pop(result.request_id, None)
         late = False
-        if pending is None:
-            pending = self._timed_out.pop(result.request_id, None)
-            late = pending is not None
-        if pending is None:
-            self.ignored += 1  # a duplicate: the resend was answered too
+        if req is None:
+            req = self._timed_out.pop(result.request_id, None)
+            late = req is not None
+        if req is None:
+            self.ignored += 1  # a duplicate: the request was answered already
             self._emit("backtest.result_ignored", service="school", severity="debug", correlation_id=result.request_id,
                        data={"request_id": result.request_id, "status": result.status, "worker": result.worker,
-                             "reason": "already answered: the duplicate of a resend"})
-            return None
+                             "reason": "already answered: a duplicate"})
+            return
+        if req.worker is not None and req.worker != (worker.identity if worker else None):
+            other = self._workers.get(req.worker)
+            if other is not None:
+                other.held.discard(req.request_id)  # its later answer is the duplicate
         self.completed += 1
         sharpe = result.metrics.get("sharpe") if result.metrics else None
         trades = result.metrics.get("trades") if result.metrics else None
-        # Routed by request_id: the strategy is the one this request was sent for, whatever the worker says.
-        data: dict[str, Any] = {
-            "request_id": result.request_id, "strategy": pending.strategy,
-            "purpose": pending.purpose, "status": result.status, "sharpe": sharpe, "trades": trades,
-            "elapsed_ms": result.elapsed_ms, "worker": result.worker, "attempts": pending.attempts,
-        }
-        if late:
-            data["late"] = True  # after backtest.timeout
-        if result.error is not None:
-            data["error"] = result.error
-        self._emit("backtest.completed", service="school", severity="info" if result.status == "ok" else "error",
-                   correlation_id=result.request_id, data=data)
-        self._finish(pending, Outcome(result.request_id, pending.purpose, data["strategy"], result.status,
-                                      result.metrics, result.error, result, pending.attempts))
-        return None
+        if req.purpose != "is" or self.debug_events or result.status != "ok":
+            data: dict[str, Any] = {
+                "request_id": result.request_id, "strategy": req.strategy, "purpose": req.purpose,
+                "status": result.status, "sharpe": sharpe, "trades": trades, "elapsed_ms": result.elapsed_ms,
+                "worker": result.worker, "attempts": req.attempts,
+            }
+            if late:
+                data["late"] = True
+            if result.error is not None:
+                data["error"] = result.error
+            severity = "error" if result.status != "ok" else ("debug" if req.purpose == "is" else "info")
+            self._emit("backtest.completed", service="school", severity=severity, correlation_id=result.request_id,
+                       data=data)
+        self._finish(req, Outcome(result.request_id, req.purpose, req.strategy, result.status, result.metrics,
+                                  result.error, result, req.attempts))
 
-    def check_timeouts(self) -> None:
-        """Resend a request once after its first timeout; give up after the second."""
+    # -- liveness, timeouts, requeue, quarantine ----------------------------------------------
+
+    def note_peer(self, source: str) -> None:
+        """A heartbeat from `source`: a `worker-*` peer that never sends READY is an old, incompatible worker."""
+        if (source.startswith("worker-") and source not in self._peers_first_heard
+                and source not in self._ever_ready and len(self._peers_first_heard) < MAX_WORKERS * 4):
+            self._peers_first_heard[source] = self._clock.monotonic()
+
+    def worker_gone(self, worker_id: str, reason: str) -> None:
+        """An embedded worker's process exited: its requests are re-queued now, not after the liveness timeout."""
+        for worker in list(self._workers.values()):
+            if worker.worker_id == worker_id:
+                self._lose(worker, reason)
+
+    def check(self) -> None:
+        """Declare silent workers dead, resend or give up timed-out requests, report incompatible peers."""
         now = self._clock.monotonic()
-        for request_id, pending in list(self._inflight.items()):
-            if now - pending.sent_at < self.timeout_sec:
+        for worker in list(self._workers.values()):
+            silent = now - worker.last_seen
+            if worker.held and now - worker.last_beat > self.worker_timeout_sec:
+                self._lose(worker, f"no BUSY beat for {now - worker.last_beat:.1f}s while holding "
+                                   f"{len(worker.held)} request(s): its backtest thread is stuck or it died")
+            elif silent > self.worker_timeout_sec:
+                self._lose(worker, f"silent for {silent:.1f}s (worker_timeout_sec {self.worker_timeout_sec:g})")
+        for req in list(self._requests.values()):
+            if now < req.deadline:
                 continue
-            if pending.attempts == 1:
-                pending.attempts = 2
-                pending.sent_at = now
+            if req.attempts == 1:
+                req.attempts = 2
+                req.deadline = now + self.timeout_sec
                 self.resends += 1
-                self._try_send(pending.frames)  # refused now: it times out again and ends below
+                if req.worker is not None:
+                    holder = self._workers.get(req.worker)
+                    if holder is not None:
+                        holder.held.discard(req.request_id)
+                if not req.queued:
+                    self._enqueue(req, front=True)
                 continue
-            del self._inflight[request_id]
-            self._timed_out[request_id] = pending
-            while len(self._timed_out) > MAX_INFLIGHT:
-                self._timed_out.popitem(last=False)
-            self.timeouts += 1
-            self._emit("backtest.timeout", service="school", severity="warning", correlation_id=request_id,
-                       data={"request_id": request_id, "strategy": pending.strategy, "purpose": pending.purpose,
-                             "attempts": pending.attempts, "timeout_sec": self.timeout_sec})
-            self._finish(pending, Outcome(request_id, pending.purpose, pending.strategy, "timeout",
-                                          error=f"no answer after {pending.attempts} attempts",
-                                          attempts=pending.attempts))
+            self._give_up(req, now)
+        self._check_incompatible(now)
+        self.pump()
 
-    def _finish(self, pending: _Pending, outcome: Outcome) -> None:
-        if pending.on_done is not None:
-            pending.on_done(outcome)
+    def _give_up(self, req: _Request, now: float) -> None:
+        del self._requests[req.request_id]
+        if req.worker is not None and (holder := self._workers.get(req.worker)) is not None:
+            holder.held.discard(req.request_id)
+        req.queued = False
+        self._timed_out[req.request_id] = req
+        while len(self._timed_out) > MAX_INFLIGHT:
+            self._timed_out.popitem(last=False)
+        self.timeouts += 1
+        self._emit("backtest.timeout", service="school", severity="warning", correlation_id=req.request_id,
+                   data={"request_id": req.request_id, "strategy": req.strategy, "purpose": req.purpose,
+                         "attempts": req.attempts, "timeout_sec": self.timeout_sec})
+        self._finish(req, Outcome(req.request_id, req.purpose, req.strategy, "timeout",
+                                  error=f"no answer after {req.attempts} attempts", attempts=req.attempts))
+
+    def _check_incompatible(self, now: float) -> None:
+        for source, first in list(self._peers_first_heard.items()):
+            if source in self._ever_ready:
+                del self._peers_first_heard[source]
+                continue
+            if now - first >= INCOMPATIBLE_AFTER_SEC and source not in self._incompatible_reported:
+                self._incompatible_reported.add(source)
+                del self._peers_first_heard[source]
+                self._emit("worker.incompatible", service="engine", severity="warning", correlation_id=source,
+                           data={"source": source, "worker": source.removeprefix("worker-"),
+                                 "reason": f"answers heartbeats but sent no READY within {INCOMPATIBLE_AFTER_SEC:g}s:"
+                                           " an old (v1) worker; upgrade it"})
+
+    def _lose(self, worker: _Worker, reason: str) -> None:
+        """A dead worker: out of the table, and every request it held back to the front of the queue."""
+        if self._workers.pop(worker.identity, None) is None:
+            return
+        self.workers_lost += 1
+        self._emit("worker.lost", service="engine", severity="warning", correlation_id=worker.worker_id,
+                   data={"worker": worker.worker_id, "reason": reason, "held": len(worker.held)})
+        for request_id in sorted(worker.held):
+            req = self._requests.get(request_id)
+            if req is not None and req.worker == worker.identity:
+                self._requeue(req, worker.worker_id, f"worker {worker.worker_id} lost: {reason}", count_death=True)
+        worker.held.clear()
+        self.pump()
+
+    def _requeue(self, req: _Request, worker: str | None, reason: str, *, count_death: bool) -> None:
+        if count_death:
+            req.deaths += 1
+        data = {"request_id": req.request_id, "strategy": req.strategy, "purpose": req.purpose, "worker": worker,
+                "attempts": req.deaths, "reason": reason}
+        if count_death and req.deaths >= self.max_attempts:
+            del self._requests[req.request_id]
+            req.worker = None
+            req.queued = False
+            self.quarantined += 1
+            self._emit("backtest.quarantined", service="school", severity="error", correlation_id=req.request_id,
+                       data={**data, "max_attempts": self.max_attempts})
+            self._finish(req, Outcome(req.request_id, req.purpose, req.strategy, "quarantined",
+                                      error=f"quarantined: {req.deaths} workers died holding it ({reason})",
+                                      attempts=req.deaths))
+            return
+        self.requeued += 1
+        self._emit("backtest.requeued", service="school", severity="warning", correlation_id=req.request_id,
+                   data=data)
+        self._enqueue(req, front=True)
+
+    def _finish(self, req: _Request, outcome: Outcome) -> None:
+        if req.on_done is not None:
+            req.on_done(outcome)
 
     async def run(self) -> None:
-        """Check timeouts once a second."""
+        """Check liveness and timeouts five times a second."""
         while True:
             self._on_progress()
-            self.check_timeouts()
+            self.check()
             await self._clock.sleep(TICK_SEC)

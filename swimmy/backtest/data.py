@@ -16,6 +16,7 @@ read-only, since every backtest of the process shares them.
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -26,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from swimmy.backtest.engine import Bars
+from swimmy.config import Config
 from swimmy.errors import DataError
 
 UNIX_HEADERS: Final = (
@@ -49,11 +51,57 @@ FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
 
 _cache: dict[str, tuple[int, int, Bars]] = {}
+_hash_cache: dict[str, tuple[int, int, str]] = {}
+HASH_CHARS: Final = 16
+
+
+def universe_name(symbol: str, timeframe: str) -> str:
+    """`<SYMBOL>_<TF>`: how READY and the events name a universe."""
+    return f"{symbol}_{timeframe}"
+
+
+def universe_dir(cfg: Config, symbol: str) -> Path:
+    """Where a symbol's file lives: `school.synthetic_dir` for a `[synthetic.SYMBOL]` universe, else `data_dir`."""
+    if symbol in cfg.synthetic and cfg.school.synthetic_dir is not None:
+        return cfg.school.synthetic_dir
+    return cfg.school.data_dir
+
+
+def data_path(data_dir: Path, symbol: str, timeframe: str) -> Path:
+    """The file that holds a universe's bars."""
+    return data_dir / f"{symbol}_{timeframe}.csv"
+
+
+def data_hash(data_dir: Path, symbol: str, timeframe: str) -> str | None:
+    """The content hash (sha256, first 16 hex digits) of a universe's file; None when there is no readable file.
+
+    Cached per process by (mtime_ns, size), like the bars: a changed file gets a new hash at once.
+    """
+    path = data_path(data_dir, symbol, timeframe)
+    try:
+        resolved = path.resolve()
+        st = resolved.stat()
+    except OSError:
+        return None
+    key = str(resolved)
+    hit = _hash_cache.get(key)
+    if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
+        return hit[2]
+    digest = hashlib.sha256()
+    try:
+        with resolved.open("rb") as f:
+            for chunk in iter(lambda: f.read(1 << 20), b""):
+                digest.update(chunk)
+    except OSError:
+        return None
+    value = digest.hexdigest()[:HASH_CHARS]
+    _hash_cache[key] = (st.st_mtime_ns, st.st_size, value)
+    return value
 
 
 def load_bars(data_dir: Path, symbol: str, timeframe: str) -> Bars:
     """The bars of `data_dir/SYMBOL_TIMEFRAME.csv`, parsed once per process while the file is unchanged."""
-    path = data_dir / f"{symbol}_{timeframe}.csv"
+    path = data_path(data_dir, symbol, timeframe)
     try:
         resolved = path.resolve()
         st = resolved.stat()
@@ -74,6 +122,7 @@ def load_bars(data_dir: Path, symbol: str, timeframe: str) -> Bars:
 def clear_cache() -> None:
     """Forget every cached file."""
     _cache.clear()
+    _hash_cache.clear()
 
 
 def read_csv(path: Path) -> Bars:

@@ -15,7 +15,7 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
-from swimmy.backtest.metrics import PIPS_DECIMALS, compute_metrics
+from swimmy.backtest.metrics import PIPS_DECIMALS, compute_metrics, returns_sketch
 from swimmy.backtest.strategies import StrategySpec, pip_size, validate
 from swimmy.errors import BacktestError, DataError
 
@@ -74,10 +74,11 @@ class Bars:
 
 @dataclass(frozen=True)
 class Costs:
-    """Trading costs in pips, paid once per round trip."""
+    """Trading costs in pips, paid once per round trip; `pip` overrides the symbol's default pip size."""
 
     spread_pips: float = 0.0
     slippage_pips: float = 0.0
+    pip: float | None = None
 
 
 @dataclass(frozen=True)
@@ -102,6 +103,7 @@ class BacktestResult:
     start_ts: int | None
     end_ts: int | None
     trades: list[Trade] = field(default_factory=list)
+    sketch: dict[str, list[float]] | None = None  # the returns sketch (metrics.returns_sketch), when asked for
 
 
 def run_backtest(
@@ -112,13 +114,15 @@ def run_backtest(
     end_ts: int | None = None,
     costs: Costs = Costs(),  # frozen, so one shared default is safe
     include_trades: bool = False,
+    include_sketch: bool = False,
 ) -> BacktestResult:
     """Backtest `spec` on the bars in [start_ts, end_ts); BacktestError when the request can't be served."""
     sim = simulate(spec, bars, start_ts=start_ts, end_ts=end_ts, costs=costs)
     metrics = compute_metrics(sim.returns, sim.pnl_pips, spec.timeframe)
     ts = bars.timestamps[sim.first_bar :]
     trades = sim.trades(bars) if include_trades else []
-    return BacktestResult(metrics, len(sim.returns), int(ts[0]), int(ts[len(sim.returns) - 1]), trades)
+    sketch = returns_sketch(sim.returns) if include_sketch else None
+    return BacktestResult(metrics, len(sim.returns), int(ts[0]), int(ts[len(sim.returns) - 1]), trades, sketch)
 
 
 @dataclass(frozen=True, eq=False)
@@ -164,7 +168,7 @@ def simulate(
     ev, is_state = family_signals(spec, bars.open[:e], bars.high[:e], bars.low[:e], bars.close[:e])
     at, side = entry_signals(ev, s, is_state=is_state)
     o, h, lo, c = bars.open[s:e], bars.high[s:e], bars.low[s:e], bars.close[s:e]
-    pip = pip_size(spec.symbol)
+    pip = costs.pip if costs.pip is not None and costs.pip > 0 else pip_size(spec.symbol)
     if spec.sl_pips > 0 or spec.tp_pips > 0:
         fills = _fills_with_stops(at, side, o, h, lo, c, spec.sl_pips * pip, spec.tp_pips * pip)
     else:

@@ -24,7 +24,11 @@ METRIC_KEYS: tuple[str, ...] = (
     "sortino",
     "max_drawdown",
     "psr",
+    "skew",
+    "kurtosis",
+    "sharpe_per_bar",
 )
+SKETCH_BLOCKS = 32  # the returns sketch of an IS result: per block of the range, the sum and the sum of squares
 # P&L in pips is rounded here: far below any price increment, and it keeps float noise such as 49.99999999999 out.
 PIPS_DECIMALS = 6
 
@@ -54,7 +58,8 @@ def compute_metrics(
 
 def _return_metrics(r: npt.NDArray[np.float64], bars_per_year: int) -> dict[str, float | None]:
     n = len(r)
-    out: dict[str, float | None] = {"sharpe": None, "sortino": None, "max_drawdown": None, "psr": None}
+    out: dict[str, float | None] = {"sharpe": None, "sortino": None, "max_drawdown": None, "psr": None,
+                                    "skew": None, "kurtosis": None, "sharpe_per_bar": None}
     if n == 0:
         return out
     # Overflow or a loss beyond 100% in one bar can't come from real prices; the guard keeps NaN out of the result.
@@ -80,11 +85,26 @@ def _return_metrics(r: npt.NDArray[np.float64], bars_per_year: int) -> dict[str,
         m2 = float(dev2.mean())
         skew = float((dev2 * dev).mean()) / m2**1.5
         kurtosis = float((dev2 * dev2).mean()) / m2**2
+        out.update(skew=skew, kurtosis=kurtosis, sharpe_per_bar=per_bar_sharpe)
         try:
             out["psr"] = probabilistic_sharpe_ratio(per_bar_sharpe, n, skew, kurtosis)
         except ValueError:
             out["psr"] = None
     return out
+
+
+def returns_sketch(returns: npt.NDArray[np.float64], blocks: int = SKETCH_BLOCKS) -> dict[str, list[float]]:
+    """Per block of the range (equal bar counts, the last block takes the rest): the sum and the sum of squares.
+
+    Aligned across every trial of a universe (same IS range), it gives the trials ledger the correlations
+    for N_eff and the PBO audit the Sharpe of any union of blocks, without keeping every bar.
+    """
+    r = np.asarray(returns, dtype=np.float64)
+    edges = np.linspace(0, len(r), blocks + 1).astype(np.int64)
+    csum = np.concatenate(([0.0], np.cumsum(r)))
+    csq = np.concatenate(([0.0], np.cumsum(r * r)))
+    return {"sums": [float(x) for x in np.diff(csum[edges])], "sumsqs": [float(x) for x in np.diff(csq[edges])],
+            "counts": [int(x) for x in np.diff(edges)]}
 
 
 def probabilistic_sharpe_ratio(sr: float, n: int, skew: float, kurtosis: float, sr_benchmark: float = 0.0) -> float:

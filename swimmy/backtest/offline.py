@@ -7,7 +7,7 @@ import time
 from datetime import UTC, datetime
 from typing import TextIO
 
-from swimmy.backtest.data import load_bars
+from swimmy.backtest.data import load_bars, universe_dir
 from swimmy.backtest.engine import Costs, run_backtest
 from swimmy.backtest.strategies import spec_of
 from swimmy.config import Config
@@ -50,7 +50,7 @@ def run_offline(cfg: Config, name: str, date_from: str | None, date_to: str | No
     if row is None:
         raise UsageError(f"unknown strategy {name!r} (see `swimmy strategies list`)")
     spec = spec_of(row)
-    bars = load_bars(cfg.school.data_dir, spec.symbol, spec.timeframe)
+    bars = load_bars(universe_dir(cfg, spec.symbol), spec.symbol, spec.timeframe)
     show = len(bars) > LONG_RANGE_BARS and err.isatty()
     if show:
         _progress(err, 1, 2, f"loaded {len(bars):,} bars; backtesting")

@@ -1,9 +1,20 @@
-"""`swimmy worker`: PULL backtest requests, PUSH results, answer the daemon's heartbeats as a peer.
+"""`swimmy worker`: the worker side of the work protocol (SPEC §4), and a heartbeat peer.
 
-One request at a time (the PULL's receive high-water mark is 1: no hoarding);
-the backtest runs in a thread so heartbeat acks keep flowing meanwhile. Every
-request gets an answer: a request it cannot serve is an `error` result with the
-reason, never silence and never a crash. Workers log to stderr only.
+One DEALER to the daemon's ROUTER (`zmq.backtest_endpoint`). The worker announces
+itself with READY: its id, its credit (`workers.queue_depth`: how many requests it
+holds at once, one running and the rest waiting here, so the next one starts without
+a round trip) and the hash of each configured universe's data file. It re-sends READY
+every second while it holds nothing (the Paranoid-Pirate idle beat). While it holds
+work, the thread that runs the backtests sends BUSY at the start of every request and
+then at least every second at its progress points; a thread that hangs sends nothing,
+so the daemon declares the worker dead although its process is alive, and the worker
+exits by itself after 3 x `backtest.worker_timeout_sec` so its supervisor restarts it.
+
+Every request gets an answer: a request it cannot serve is an `error` result with
+the reason, never silence and never a crash. A request for data other than ours (its
+`data_hash` differs from our file's) is answered `data mismatch: ...`, which the daemon
+treats as a lost request. The costs come from the request, so every worker charges the
+daemon's costs. Workers log to stderr only.
 """
 
 from __future__ import annotations
@@ -12,37 +23,52 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import queue
 import signal
 import socket
 import sys
+import threading
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 import structlog
 
-from swimmy.backtest.data import load_bars
-from swimmy.backtest.engine import Costs, run_backtest
+from swimmy.backtest.data import data_hash, load_bars, universe_dir, universe_name
+from swimmy.backtest.engine import Bars, Costs, run_backtest
 from swimmy.backtest.strategies import StrategySpec
+from swimmy.backtest.walkforward import fold_result_fields, parse_fold_request, run_fold
 from swimmy.config import Config
 from swimmy.errors import BacktestError, DataError
 from swimmy.wire.messages import (
+    WORK_VERSION,
     BacktestRequest,
     Rejected,
     ack_body,
+    busy_body,
     encode,
+    encode_work,
     parse,
     parse_backtest_request,
+    ready_body,
     request_problem,
     result_body,
 )
 from swimmy.wire.security import uses_curve
-from swimmy.wire.zmq import PULL, PUSH, SUB, Wire, load_curve_keys, subscribe, try_send
+from swimmy.wire.zmq import DEALER, PUSH, SUB, Wire, load_curve_keys, subscribe, try_send
 
 STOP_GRACE_SEC = 5.0
+BEAT_SEC = 1.0  # READY while idle, BUSY while working: at least this often
+BUSY_MIN_GAP_SEC = 0.5
+HANG_EXIT_FACTOR = 3  # a backtest thread silent for 3 x worker_timeout_sec: exit, the supervisor restarts us
+HANG_EXIT_CODE = 3
+POISON_EXIT_CODE = 17  # [debug] worker_exit_on
 PR_SET_PDEATHSIG = 1
 log = structlog.get_logger(logger_name="swimmy.worker")
+
+Beat = Callable[[str, float], None]
 
 
 def default_worker_id() -> str:
@@ -50,21 +76,43 @@ def default_worker_id() -> str:
     return f"{socket.gethostname()}-{os.getpid()}"
 
 
-def serve_request(req: BacktestRequest, cfg: Config, worker: str, delay_sec: float = 0.0) -> dict[str, Any]:
+def local_data(cfg: Config) -> dict[str, str]:
+    """Universe -> hash of every configured universe whose file we have."""
+    out = {}
+    for symbol in cfg.school.symbols:
+        h = data_hash(universe_dir(cfg, symbol), symbol, cfg.school.timeframe)
+        if h is not None:
+            out[universe_name(symbol, cfg.school.timeframe)] = h
+    return out
+
+
+def serve_request(req: BacktestRequest, cfg: Config, worker: str, beat: Beat | None = None) -> dict[str, Any]:
     """Run one backtest and build its BACKTEST_RESULT body; every failure becomes an error result."""
     started = time.perf_counter()
     name = ""
-    if delay_sec > 0:
-        time.sleep(delay_sec)  # [debug] only: a slow backtest, for the tests of timeouts and killed workers
+    beat = beat or (lambda request_id, progress: None)
+    beat(req.request_id, 0.0)
     try:
         spec = StrategySpec.from_wire(req.strategy)
         name = spec.name()
         if isinstance(req.strategy, dict) and isinstance(req.strategy.get("name"), str):
             name = req.strategy["name"]
-        bars = load_bars(cfg.school.data_dir, spec.symbol, spec.timeframe)
-        costs = Costs(cfg.backtest.spread_pips, cfg.backtest.slippage_pips)
+        _debug_hooks(cfg, name, req, beat)
+        ours = data_hash(universe_dir(cfg, spec.symbol), spec.symbol, spec.timeframe)
+        if req.data_hash is not None and ours != req.data_hash:  # changed, or gone, since our READY
+            return result_body(request_id=req.request_id, strategy_name=name, status="error",
+                               error=f"data mismatch: worker {worker} has {universe_name(spec.symbol, spec.timeframe)}"
+                                     f" with hash {ours}, the request wants {req.data_hash}",
+                               elapsed_ms=_ms(started), worker=worker)
+        bars = load_bars(universe_dir(cfg, spec.symbol), spec.symbol, spec.timeframe)
+        c = req.costs or {}
+        costs = Costs(float(c.get("spread_pips", cfg.backtest.spread_pips)),
+                      float(c.get("slippage_pips", cfg.backtest.slippage_pips)),
+                      float(c["pip"]) if isinstance(c.get("pip"), int | float) else None)
+        if req.purpose == "wfv_fold":
+            return _serve_fold(req, spec, bars, costs, name, worker, started, beat)
         result = run_backtest(spec, bars, start_ts=req.start_ts, end_ts=req.end_ts, costs=costs,
-                              include_trades=req.include_trades)
+                              include_trades=req.include_trades, include_sketch=req.purpose == "is")
     except (BacktestError, DataError) as exc:
         return result_body(request_id=req.request_id, strategy_name=name, status="error", error=str(exc),
                            elapsed_ms=_ms(started), worker=worker)
@@ -81,11 +129,88 @@ def serve_request(req: BacktestRequest, cfg: Config, worker: str, delay_sec: flo
         ]
     return result_body(request_id=req.request_id, strategy_name=name, status="ok", metrics=result.metrics,
                        bars=result.bars, start_ts=result.start_ts, end_ts=result.end_ts, elapsed_ms=_ms(started),
-                       worker=worker, trades=trades)
+                       worker=worker, trades=trades, extra={"sketch": result.sketch} if result.sketch else None)
+
+
+def _serve_fold(req: BacktestRequest, spec: StrategySpec, bars: Bars, costs: Costs, name: str, worker: str,
+                started: float, beat: Beat) -> dict[str, Any]:
+    """A walk-forward fold (SPEC §6): the grid on the train window, the choice on the test window."""
+    parsed = parse_fold_request(req.body or {})
+    if isinstance(parsed, str):
+        return result_body(request_id=req.request_id, strategy_name=name, status="error",
+                           error=f"bad wfv_fold request: {parsed}", elapsed_ms=_ms(started), worker=worker)
+    fold, grid = parsed
+    result = run_fold(spec, bars, fold, grid, costs, progress=lambda share: beat(req.request_id, share))
+    if result.status != "ok":
+        return result_body(request_id=req.request_id, strategy_name=name, status="error",
+                           error=result.error or "the fold failed", elapsed_ms=_ms(started), worker=worker)
+    return result_body(request_id=req.request_id, strategy_name=name, status="ok", metrics=result.test_metrics,
+                       bars=len(result.test_returns), start_ts=fold.test_start_ts, end_ts=fold.test_end_ts,
+                       elapsed_ms=_ms(started), worker=worker, extra=fold_result_fields(result))
+
+
+def _debug_hooks(cfg: Config, name: str, req: BacktestRequest, beat: Beat) -> None:
+    """[debug] fault hooks by strategy name: a poison request kills the process; a hung one stops the beats.
+
+    And by request (`debug.sleep_sec`): a slow backtest that stays alive, beating BUSY while it sleeps.
+    """
+    if not cfg.debug.enabled:
+        return
+    delay = req.debug.get("sleep_sec", cfg.debug.worker_sleep_sec)
+    if isinstance(delay, int | float) and not isinstance(delay, bool) and delay > 0:
+        until = time.monotonic() + min(float(delay), 60.0)
+        while (left := until - time.monotonic()) > 0:
+            time.sleep(min(left, 0.25))
+            beat(req.request_id, 1.0 - left / float(delay))
+    if name in cfg.debug.worker_exit_on:
+        log.error("debug.worker_exit_on: exiting on this strategy", strategy=name)
+        os._exit(POISON_EXIT_CODE)
+    if name in cfg.debug.worker_hang_on:
+        log.error("debug.worker_hang_on: the backtest thread hangs on this strategy", strategy=name)
+        time.sleep(3600)
 
 
 def _ms(started: float) -> float:
     return round((time.perf_counter() - started) * 1000, 3)
+
+
+class _Runner:
+    """One daemon thread that runs the backtests in order (a hung one can't hold the process's exit)."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._jobs: queue.SimpleQueue[tuple[Callable[[], dict[str, Any]], asyncio.Future[dict[str, Any]]] | None]
+        self._jobs = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._work, name="backtests", daemon=True)
+        self._thread.start()
+
+    def submit(self, job: Callable[[], dict[str, Any]]) -> asyncio.Future[dict[str, Any]]:
+        fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
+        self._jobs.put((job, fut))
+        return fut
+
+    def _work(self) -> None:
+        while (item := self._jobs.get()) is not None:
+            job, fut = item
+            try:
+                out = job()
+            except BaseException as exc:  # noqa: BLE001 - serve_request catches; this is belt and braces
+                self._loop.call_soon_threadsafe(_set_exception, fut, exc)
+            else:
+                self._loop.call_soon_threadsafe(_set_result, fut, out)
+
+    def close(self) -> None:
+        self._jobs.put(None)
+
+
+def _set_result(fut: asyncio.Future[dict[str, Any]], value: dict[str, Any]) -> None:
+    if not fut.done():
+        fut.set_result(value)
+
+
+def _set_exception(fut: asyncio.Future[dict[str, Any]], exc: BaseException) -> None:
+    if not fut.done():
+        fut.set_exception(exc)
 
 
 class Worker:
@@ -95,45 +220,108 @@ class Worker:
         self.cfg = cfg
         self.worker_id = worker_id
         self.source = f"worker-{worker_id}"
+        self.credit = cfg.workers.queue_depth
         z = cfg.zmq
-        needs_curve = any(uses_curve(z, e) for e in (z.backtest_endpoint, z.result_endpoint, z.pub_endpoint,
-                                                     z.pull_endpoint))
+        needs_curve = any(uses_curve(z, e) for e in (z.backtest_endpoint, z.pub_endpoint, z.pull_endpoint))
         self.wire = Wire(z, load_curve_keys(z) if needs_curve else None)
-        self.requests = self.wire.connect(PULL, z.backtest_endpoint, curve=uses_curve(z, z.backtest_endpoint),
-                                          rcvhwm=1)
-        self.results = self.wire.connect(PUSH, z.result_endpoint, curve=uses_curve(z, z.result_endpoint))
+        self.work = self.wire.connect(DEALER, z.backtest_endpoint, curve=uses_curve(z, z.backtest_endpoint),
+                                      rcvhwm=self.credit + 8)
         self.heartbeats = self.wire.connect(SUB, z.pub_endpoint, curve=uses_curve(z, z.pub_endpoint))
         subscribe(self.heartbeats, b"HEARTBEAT")
         self.acks = self.wire.connect(PUSH, z.pull_endpoint, curve=uses_curve(z, z.pull_endpoint))
         self.served = 0
+        self.holding = 0  # received and not yet answered
+        self.thread_beat = time.monotonic()  # the backtest thread's last sign of life
+        self._last_beat_sent = 0.0  # the last BUSY or result sent
+        self._requests: asyncio.Queue[BacktestRequest] = asyncio.Queue()
         self._idle = asyncio.Event()
+        self._idle.set()
+        self._runner: _Runner | None = None
 
-    async def serve_forever(self) -> None:
-        """Take requests one at a time until cancelled."""
+    # -- sending ---------------------------------------------------------------------------------
+
+    def _send(self, body: dict[str, Any]) -> None:
+        try_send(self.work, [encode_work(body)])  # a full pipe drops a beat; the next one follows in a second
+
+    def _ready(self) -> None:
+        self._send(ready_body(worker=self.worker_id, credit=self.credit, data=local_data(self.cfg)))
+
+    def _busy(self, request_id: str, progress: float) -> None:
+        """Called from the backtest thread (through the loop): the thread is alive.
+
+        A result is a beat too, so at full pace (a result every few ms) BUSY goes out only when the last
+        beat is BUSY_MIN_GAP_SEC old: one message per request saved, and a long backtest still beats.
+        """
+        now = time.monotonic()
+        self.thread_beat = now
+        if now - self._last_beat_sent >= BUSY_MIN_GAP_SEC:
+            self._last_beat_sent = now
+            self._send(busy_body(worker=self.worker_id, request_id=request_id, progress=progress))
+
+    def _beat_from_thread(self, loop: asyncio.AbstractEventLoop) -> Beat:
+        def beat(request_id: str, progress: float) -> None:
+            loop.call_soon_threadsafe(self._busy, request_id, progress)
+        return beat
+
+    # -- loops -----------------------------------------------------------------------------------
+
+    async def receive(self) -> None:
+        """Take requests from the daemon into our queue; answer the unusable ones at once."""
         while True:
-            self._idle.set()
-            frames = await self.requests.recv_multipart()
-            self._idle.clear()
+            frames = await self.work.recv_multipart()
             reply = self._answer(frames)
             if reply is None:
                 continue
             if isinstance(reply, dict):
-                result = reply
-            else:
-                result = await asyncio.to_thread(serve_request, reply, self.cfg, self.worker_id,
-                                                 self._debug_delay(reply))
-            # A result must not be lost to a momentarily full pipe: wait for room (bounded by the daemon's LINGER).
-            await self.results.send(encode(result))
-            self.served += 1
+                await self.work.send(encode_work(reply))
+                continue
+            self.holding += 1
+            self._idle.clear()
+            self._requests.put_nowait(reply)
+
+    async def serve_forever(self) -> None:
+        """Run the queued requests one at a time in the backtest thread; send each result."""
+        loop = asyncio.get_running_loop()
+        self._runner = _Runner(loop)
+        beat = self._beat_from_thread(loop)
+        try:
+            while True:
+                req = await self._requests.get()
+                self.thread_beat = time.monotonic()
+                result = await self._runner.submit(
+                    lambda req=req: serve_request(req, self.cfg, self.worker_id, beat))  # type: ignore[misc]
+                # A result must not be lost to a momentarily full pipe: wait for room.
+                await self.work.send(encode_work(result))
+                self._last_beat_sent = time.monotonic()
+                self.served += 1
+                self.holding -= 1
+                if self.holding == 0:
+                    self._idle.set()
+                    self._ready()  # the credit is back: say so now rather than at the next beat
+        finally:
+            self._runner.close()
+
+    async def beat(self) -> None:
+        """READY every second while idle; exit when the backtest thread has hung for too long."""
+        self._ready()
+        hang_limit = HANG_EXIT_FACTOR * self.cfg.backtest.worker_timeout_sec
+        while True:
+            await asyncio.sleep(BEAT_SEC)
+            if self.holding == 0:
+                self._ready()
+            elif time.monotonic() - self.thread_beat > hang_limit:
+                log.error("the backtest thread has hung; exiting so that the worker is restarted",
+                          silent_sec=round(time.monotonic() - self.thread_beat, 1))
+                os._exit(HANG_EXIT_CODE)
 
     def _answer(self, frames: list[bytes]) -> BacktestRequest | dict[str, Any] | None:
         """A request to run, an error result to send at once, or None when nothing can be answered."""
-        msg = parse(frames, self.cfg.zmq.max_message_bytes)
+        msg = parse(frames, self.cfg.zmq.max_message_bytes, version=WORK_VERSION)
         if isinstance(msg, Rejected):
             log.warning("unreadable request dropped", reason=msg.reason, bytes=msg.size)
             return None
         if msg.type != "BACKTEST":
-            log.warning("unexpected message on the request socket", type=msg.type)
+            log.warning("unexpected message on the work socket", type=msg.type)
             return None
         req = parse_backtest_request(msg)
         if isinstance(req, Rejected):
@@ -144,12 +332,6 @@ class Worker:
             return result_body(request_id=req.request_id, strategy_name="", status="error", error=problem,
                                elapsed_ms=0.0, worker=self.worker_id)
         return req
-
-    def _debug_delay(self, req: BacktestRequest) -> float:
-        delay = req.debug.get("sleep_sec") if self.cfg.debug.enabled else None
-        if isinstance(delay, int | float) and not isinstance(delay, bool) and delay > 0:
-            return min(float(delay), 60.0)
-        return 0.0
 
     async def ack_heartbeats(self) -> None:
         """Answer every daemon HEARTBEAT with our own (`ack_of` = its id)."""
@@ -167,27 +349,30 @@ class Worker:
                 try_send(self.acks, [encode(ack)])
 
     async def run(self) -> int:
-        """Serve until SIGTERM/SIGINT; an in-flight backtest gets STOP_GRACE_SEC to finish."""
+        """Serve until SIGTERM/SIGINT; the backtests in hand get STOP_GRACE_SEC to finish."""
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        log.info("worker started", worker=self.worker_id, pid=os.getpid(), requests=self.cfg.zmq.backtest_endpoint)
-        serving = asyncio.create_task(self.serve_forever(), name="serve")
-        acking = asyncio.create_task(self.ack_heartbeats(), name="acks")
+        log.info("worker started", worker=self.worker_id, pid=os.getpid(), work=self.cfg.zmq.backtest_endpoint,
+                 credit=self.credit)
+        tasks = [asyncio.create_task(coro, name=name) for coro, name in (
+            (self.receive(), "receive"), (self.serve_forever(), "serve"), (self.beat(), "beat"),
+            (self.ack_heartbeats(), "acks"))]
         stopped = asyncio.create_task(stop.wait(), name="stop")
         try:
-            done, _ = await asyncio.wait([serving, acking, stopped], return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 if task is not stopped and task.exception() is not None:
                     log.error("worker task failed", task=task.get_name(), exc_info=task.exception())
                     return 1
-            with contextlib.suppress(TimeoutError):  # let the backtest in hand finish and its result leave
+            tasks[0].cancel()  # take no more requests; let the ones in hand finish and their results leave
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._idle.wait(), timeout=STOP_GRACE_SEC)
         finally:
-            for task in (serving, acking, stopped):
+            for task in [*tasks, stopped]:
                 task.cancel()
-            await asyncio.gather(serving, acking, stopped, return_exceptions=True)
+            await asyncio.gather(*tasks, stopped, return_exceptions=True)
             self.wire.close()
         log.info("worker stopped", worker=self.worker_id, served=self.served)
         return 0

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Final
 
 from swimmy.config import RankCriteria, RanksConfig
@@ -46,11 +46,14 @@ def shortfall(criteria: RankCriteria, metrics: Metrics) -> str | None:
         ("trades", criteria.min_trades, False),
         ("sharpe", criteria.sharpe, False),
         ("profit_factor", criteria.profit_factor, False),
-        ("win_rate", criteria.win_rate, False),
         ("max_drawdown", criteria.max_drawdown, True),
     ]
+    if criteria.win_rate > 0:  # SPEC §5: a win_rate of 0 is no criterion (trend followers win 35-45%)
+        checks.append(("win_rate", criteria.win_rate, False))
     if criteria.psr > 0:
         checks.append(("psr", criteria.psr, False))
+    if criteria.dsr > 0:
+        checks.append(("dsr", criteria.dsr, False))
     for key, threshold, upper_bound in checks:
         value = metrics.get(key)
         if value is None or (isinstance(value, float) and math.isnan(value)):
@@ -70,37 +73,39 @@ def meets(criteria: RankCriteria, metrics: Metrics) -> bool:
 def decide_rank(
     metrics: Metrics,
     *,
-    oos_sharpe: float | None,
+    oos_decision: str | None,
     wfv_decision: str | None,
     ranks: RanksConfig,
-    oos_min_sharpe: float,
     wfv_affects_rank: bool,
 ) -> RankDecision:
-    """The rank earned by a finished IS backtest's `metrics` plus the OOS and WFV outcomes so far.
+    """The rank earned by a finished IS backtest's `metrics` (with `dsr`) plus the holdout and WFV verdicts so far.
 
-    Below B: graveyard. B met: B. A base met: B with `wants_oos` until the OOS Sharpe is
-    known, then A when it reaches `oos_min_sharpe` (else B). S: A plus the S criteria
-    and, when `wfv_affects_rank`, a `validated` WFV (an `overfit` one demotes A or S to B).
-    An errored IS backtest is not ranked here: it has no figures (the school loop retires it
-    with the error as the reason, and never stores a number for it).
+    Below B: graveyard. B met: B. A's criteria met (the DSR gate among them): B with `wants_oos` until
+    the holdout's verdict, then A on a `pass` (B on a `fail`). Once the holdout is passed, the DSR
+    verdict is kept: more trials elsewhere never demote the strategy (SPEC §5). S: A plus the S
+    criteria and, when `wfv_affects_rank`, a `validated` walk-forward; an `overfit` one demotes A or S
+    to B. An errored IS backtest is not ranked here: it has no figures.
     """
+    if oos_decision == "pass":  # the DSR verdict is kept once the holdout is passed: no rank's dsr demotes it
+        ranks = replace(ranks, B=replace(ranks.B, dsr=0.0), A=replace(ranks.A, dsr=0.0), S=replace(ranks.S, dsr=0.0))
     below_b = shortfall(ranks.B, metrics)
     if below_b is not None:
         return RankDecision("graveyard", f"below B: {below_b}")
-    if shortfall(ranks.A, metrics) is not None:
-        return RankDecision("B", "meets B")
-    if oos_sharpe is None:
-        return RankDecision("B", "A base met, OOS pending", wants_oos=True)
-    if not oos_sharpe >= oos_min_sharpe:
-        return RankDecision("B", f"OOS {_pair(oos_sharpe, oos_min_sharpe, '<')}")
+    below_a = shortfall(ranks.A, metrics)
+    if below_a is not None:
+        return RankDecision("B", f"meets B; below A: {below_a}")
+    if oos_decision is None:
+        return RankDecision("B", "meets A on IS; holdout pending", wants_oos=True)
+    if oos_decision != "pass":
+        return RankDecision("B", "holdout failed")
     if wfv_affects_rank and wfv_decision == "overfit":
-        return RankDecision("B", "WFV overfit: demoted to B")
+        return RankDecision("B", "walk-forward overfit: demoted to B")
     below_s = shortfall(ranks.S, metrics)
     if below_s is not None:
-        return RankDecision("A", f"meets A; below S: {below_s}")
+        return RankDecision("A", f"meets A (holdout passed); below S: {below_s}")
     if wfv_affects_rank and wfv_decision != "validated":
-        return RankDecision("A", f"S criteria met, WFV {wfv_decision or 'pending'}: stays A")
-    return RankDecision("S", "S")
+        return RankDecision("A", f"S criteria met, walk-forward {wfv_decision or 'pending'}: stays A")
+    return RankDecision("S", "S: holdout passed and walk-forward validated" if wfv_affects_rank else "S")
 
 
 def worst_first_key(row: StrategyRow) -> tuple[int, int, float, str]:

@@ -1,10 +1,13 @@
-"""Walk-forward validation (SPEC §6): the scheduling guards, the split, the verdict, expiry.
+"""Walk-forward validation (SPEC §6): the scheduling guards, the folds, the verdict, expiry.
 
-Pure rules first (`required_oos`, `degradation`, `decide`, `split_is_range`,
-`pending_stats`, `plan_tick`), then the scheduler that applies them (with SPEC §6's names:
-`maybe_run_wfv_qualification()` and `wfv_pending_stats(now)`). Pending
-runs live in memory for the tick (O(pending), not O(population)) and in the
-store, so they survive a restart; every `wfv.*` event of a run carries its wfv_id.
+Pure rules first (`required_oos`, `pending_stats`, `plan_tick`), then the scheduler that applies them
+(with SPEC §6's names: `maybe_run_wfv_qualification()` and `wfv_pending_stats(now)`). A run tiles the
+strategy's IS range into `wfv.folds` folds (swimmy/backtest/walkforward.py); each fold is one request
+(`purpose: "wfv_fold"`: the worker re-chooses the parameters on the train window inside their
+neighbourhood grid and backtests the choice on the test window), so a walk-forward costs `folds` round
+trips. The stitched test windows give wf_sharpe, wf_psr, wfe, profitable_folds and the decision.
+Pending runs and their folds live in memory and in the store, so they survive a restart and their
+unanswered folds are re-sent under the same request ids; every `wfv.*` event of a run carries its wfv_id.
 """
 
 from __future__ import annotations
@@ -14,10 +17,23 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+import orjson
 import structlog
 
 from swimmy.backtest.client import BacktestClient, Outcome
-from swimmy.backtest.strategies import spec_of
+from swimmy.backtest.strategies import BARS_PER_YEAR, spec_of
+from swimmy.backtest.walkforward import (
+    FoldRange,
+    FoldResult,
+    fold_ranges,
+    fold_request_fields,
+    fold_result_fields,
+    fold_windows,
+    neighbourhood,
+    parse_fold_result,
+    summarize,
+    summary_fields,
+)
 from swimmy.clock import Clock
 from swimmy.config import Config, WfvConfig
 from swimmy.errors import SwimmyError
@@ -31,36 +47,6 @@ log = structlog.get_logger(logger_name="swimmy.school.wfv")
 def required_oos(generation: int, cfg: WfvConfig) -> float:
     """min(cap, base + step x generation)."""
     return min(cfg.required_oos_cap, cfg.required_oos_base + cfg.required_oos_step * generation)
-
-
-def degradation(is_sharpe: float, oos_sharpe: float) -> float:
-    """(IS - OOS) / IS when IS > 0.1, else 0."""
-    return (is_sharpe - oos_sharpe) / is_sharpe if is_sharpe > 0.1 else 0.0
-
-
-def decide(is_sharpe: float | None, oos_sharpe: float | None, required: float) -> tuple[str, float | None]:
-    """(decision, degradation): validated, overfit, weak; error when a part has no Sharpe."""
-    if is_sharpe is None or oos_sharpe is None:
-        return "error", None
-    deg = degradation(is_sharpe, oos_sharpe)
-    if oos_sharpe > required and deg < 0.5:
-        return "validated", deg
-    if deg > 0.7:
-        return "overfit", deg
-    return "weak", deg
-
-
-def split_is_range(timestamps: Sequence[int], split_ratio: float) -> tuple[int, int, int, int] | None:
-    """The IS range's bars split by count: (is_start, split_ts, is_bars, oos_bars); None when too few bars.
-
-    The newest `split_ratio` of the bars is the OOS part; the IS part ends where it starts.
-    """
-    n = len(timestamps)
-    oos_bars = max(1, round(n * split_ratio))
-    is_bars = n - oos_bars
-    if is_bars < 2 or oos_bars < 2:
-        return None
-    return int(timestamps[0]), int(timestamps[is_bars]), is_bars, oos_bars
 
 
 def pending_stats(started_at: Mapping[str, float], now: float) -> tuple[int, float | None]:
@@ -93,10 +79,11 @@ def plan_tick(cfg: WfvConfig, *, now: float, last_run_at: float | None, pending:
 
 
 class WfvScheduler:
-    """Starts WFV runs, collects their two parts, decides, expires what never finishes."""
+    """Starts walk-forward runs (one request per fold), collects the folds, decides, expires what never finishes."""
 
     def __init__(self, cfg: Config, store: Store, client: BacktestClient, emit: Emit, clock: Clock, *,
-                 is_timestamps: Callable[[str, str], Sequence[int] | None], rerank: Callable[[str, str], None]) -> None:
+                 is_timestamps: Callable[[str, str], Sequence[int] | None], rerank: Callable[[str, str], None],
+                 retire: Callable[[str, str], None] | None = None) -> None:
         self.cfg = cfg
         self._store = store
         self._client = client
@@ -104,21 +91,37 @@ class WfvScheduler:
         self._clock = clock
         self._is_timestamps = is_timestamps
         self._rerank = rerank
+        self._retire = retire or (lambda name, reason: None)
         self.pending: dict[str, WfvRow] = {}
+        self._folds: dict[str, dict[int, FoldResult | None]] = {}
         self.last_run_at: float | None = None
         self._last_deferred: str | None = None
         self.results = 0
         self.timeouts = 0
 
     def startup(self) -> None:
-        """Load pending runs (they survive a restart) and adopt their requests."""
+        """Load pending runs (they survive a restart) and re-queue their unanswered folds under the same ids."""
         for row in self._store.list_wfv_runs(status="pending"):
+            if row.kind != "folds":
+                # A single-split run of an older version: nothing will answer it; it is closed as timed out.
+                self._store.update_wfv_run(replace(row, status="timeout", finished_at=self._clock.time()))
+                continue
             self.pending[row.wfv_id] = row
-            for part, request_id, status in (("IS", row.is_request_id, row.is_status),
-                                             ("OOS", row.oos_request_id, row.oos_status)):
-                if request_id and status is None:
-                    self._client.adopt(request_id, f"wfv_{part.lower()}", row.strategy,
-                                       self._part_handler(row.wfv_id, part))
+            folds: dict[int, FoldResult | None] = {}
+            for fold, request_id, request_json, status, result_json in self._store.wfv_folds(row.wfv_id):
+                parsed = parse_fold_result(orjson.loads(result_json)) if result_json else None
+                if status is not None and not isinstance(parsed, FoldResult):
+                    # answered with a failure (no fold body): it stays failed, it is not asked again
+                    parsed = FoldResult(FoldRange(fold, 0, 0, 0, 0), "error",
+                                        error=str(parsed) if parsed else "the fold failed before the restart")
+                folds[fold] = parsed if isinstance(parsed, FoldResult) else None
+                if status is None:
+                    body = orjson.loads(request_json)
+                    self._client.submit("wfv_fold", body["strategy"], start_ts=body["start_ts"],
+                                        end_ts=body["end_ts"], on_done=self._fold_handler(row.wfv_id, fold),
+                                        request_id=request_id, extra=body["extra"], recover=True)
+            self._folds[row.wfv_id] = folds
+            self._finish_if_complete(row.wfv_id)  # every fold was in before the restart
 
     def wfv_pending_stats(self, now: float) -> tuple[int, float | None]:
         """(count, oldest_age_sec) of the pending runs (SPEC §6's name); O(pending), not O(population)."""
@@ -137,7 +140,13 @@ class WfvScheduler:
         candidates: list[StrategyRow] = []
         if cfg.enabled and len(self.pending) < cfg.max_pending and (
                 self.last_run_at is None or now - self.last_run_at >= cfg.interval_sec):
-            candidates = self._store.wfv_candidates(cfg.max_per_run, exclude=pending_names)
+            # Only strategies that passed the holdout: a walk-forward inside the range a strategy was selected
+            # on cannot tell its luck from an edge (measured: on random walks it validated 7 of 7 lucky picks
+            # the holdout then rejected); it checks that the choice of parameters is stable, which matters for
+            # a strategy the unbiased tests (DSR, holdout) already let through, on its way to S (docs/school.md).
+            candidates = [c for c in self._store.wfv_candidates(cfg.max_per_run * 8, exclude=pending_names,
+                                                                holdout_passed=True)
+                          if self._client.can_serve(f"{c.symbol}_{c.timeframe}")][: cfg.max_per_run]
         plan = plan_tick(cfg, now=now, last_run_at=self.last_run_at, pending=len(self.pending),
                          candidates=len(candidates))
         if plan.deferred is not None:
@@ -167,93 +176,139 @@ class WfvScheduler:
             raise SwimmyError(f"{name}: no data to split for {strategy.symbol} {strategy.timeframe}")
         wfv_id = self.start(strategy, "manual")
         if wfv_id is None:
-            raise SwimmyError(f"{name}: the WFV requests were refused: no worker is connected")
+            raise SwimmyError(f"{name}: the walk-forward could not start: no worker has its data, or its IS range "
+                              f"is too short for {self.cfg.wfv.folds} folds")
         return wfv_id
 
     def start(self, strategy: StrategyRow, trigger: str) -> str | None:
-        """Split the IS range, send the two parts, persist the pending run; None when it can't start."""
+        """Tile the IS range into folds, send one request per fold, persist the run; None when it can't start."""
         timestamps = self._is_timestamps(strategy.symbol, strategy.timeframe)
-        split = split_is_range(timestamps, self.cfg.wfv.split_ratio) if timestamps is not None else None
-        if split is None or timestamps is None:
-            log.warning("WFV cannot start: no IS bars to split", strategy=strategy.name)
+        cfg = self.cfg.wfv
+        if timestamps is None:
             return None
-        is_start, split_ts, is_bars, oos_bars = split
-        is_end = int(timestamps[-1]) + 1
+        try:
+            windows = fold_windows(len(timestamps), cfg.folds, cfg.split_ratio, cfg.mode)
+            ranges = fold_ranges(windows, timestamps)
+        except ValueError as exc:
+            # Permanent (the IS range is too short for the folds): an `error` verdict, so it is not tried again
+            # every cycle; `swimmy wfv start` can still ask.
+            log.warning("walk-forward cannot start", strategy=strategy.name, error=str(exc))
+            if trigger == "scheduled":
+                self._store.set_wfv_decision(strategy.name, "error", self._clock.time())
+            return None
+        universe = f"{strategy.symbol}_{strategy.timeframe}"
+        if not self._client.can_serve(universe):
+            log.warning("walk-forward not started: no worker has the data", strategy=strategy.name)
+            return None
         now = self._clock.time()
         wfv_id = str(uuid.uuid4())
         wire = spec_of(strategy).to_wire(strategy.name)
-        is_rid = self._client.submit("wfv_is", wire, start_ts=is_start, end_ts=split_ts,
-                                     on_done=self._part_handler(wfv_id, "IS"))
-        oos_rid = self._client.submit("wfv_oos", wire, start_ts=split_ts, end_ts=is_end,
-                                      on_done=self._part_handler(wfv_id, "OOS")) if is_rid else None
-        if is_rid is None or oos_rid is None:
-            # Refused (no worker connected, the send queue full): no run starts and no verdict is stored.
-            # An IS part already sent is answered into the void (its run does not exist).
-            log.warning("WFV not started: the backtest requests were refused", strategy=strategy.name)
-            return None
-        row = WfvRow(wfv_id, strategy.name, now, trigger, self.cfg.wfv.split_ratio, is_rid, oos_rid)
+        grid = neighbourhood(strategy.family, strategy.params)
+        folds = []
+        for fold in ranges:
+            extra = fold_request_fields(fold, grid)
+            request_id = str(uuid.uuid4())
+            body = {"strategy": wire, "start_ts": fold.train_start_ts, "end_ts": fold.test_end_ts, "extra": extra}
+            folds.append((fold.index, request_id, orjson.dumps(body).decode()))
+        row = WfvRow(wfv_id, strategy.name, now, trigger, cfg.split_ratio, kind="folds")
         self._store.add_wfv_run(row)
+        self._store.add_wfv_folds(wfv_id, folds)
         self.pending[wfv_id] = row
+        self._folds[wfv_id] = dict.fromkeys((f for f, _, _ in folds), None)
+        for fold, (index, request_id, body_json) in zip(ranges, folds, strict=True):
+            body = orjson.loads(body_json)
+            sent = self._client.submit("wfv_fold", wire, start_ts=fold.train_start_ts, end_ts=fold.test_end_ts,
+                                       on_done=self._fold_handler(wfv_id, index), request_id=request_id,
+                                       extra=body["extra"], recover=True)
+            if sent is None:
+                log.warning("a walk-forward fold was refused; the run will time out", wfv_id=wfv_id, fold=index)
         self._emit("wfv.started", service="school", correlation_id=wfv_id,
-                   data={"wfv_id": wfv_id, "strategy": strategy.name, "split_ratio": self.cfg.wfv.split_ratio,
-                         "is_bars": is_bars, "oos_bars": oos_bars, "trigger": trigger, "is_start_ts": is_start,
-                         "split_ts": split_ts, "is_end_ts": is_end, "is_request_id": is_rid,
-                         "oos_request_id": oos_rid})
+                   data={"wfv_id": wfv_id, "strategy": strategy.name, "split_ratio": cfg.split_ratio,
+                         "folds": cfg.folds, "mode": cfg.mode, "is_bars": len(timestamps),
+                         "oos_bars": sum(w.test_end - w.test_start for w in windows),
+                         "grid": len(grid), "trigger": trigger, "is_start_ts": int(timestamps[0]),
+                         "is_end_ts": int(timestamps[-1]) + 1,
+                         "test_windows": [[f.test_start_ts, f.test_end_ts] for f in ranges]})
         return wfv_id
 
-    # -- parts and verdicts -------------------------------------------------------------------
+    # -- folds and verdicts -------------------------------------------------------------------
 
-    def _part_handler(self, wfv_id: str, part: str) -> Callable[[Outcome], None]:
-        return lambda outcome: self.on_part(wfv_id, part, outcome)
+    def _fold_handler(self, wfv_id: str, fold: int) -> Callable[[Outcome], None]:
+        return lambda outcome: self.on_fold(wfv_id, fold, outcome)
 
-    def on_part(self, wfv_id: str, part: str, outcome: Outcome) -> None:
-        """One part's answer (or timeout)."""
+    def on_fold(self, wfv_id: str, fold: int, outcome: Outcome) -> None:
+        """One fold's answer (or timeout, or quarantine)."""
         row = self.pending.get(wfv_id)
         if row is None:
-            return  # expired by wfv.timeout: the late part changes nothing
-        sharpe = outcome.metrics.get("sharpe") if outcome.metrics else None
-        status = "ok" if outcome.status == "ok" else "error"
-        if part == "IS":
-            row = replace(row, is_sharpe=sharpe, is_status=status)
+            return  # expired by wfv.timeout: the late fold changes nothing
+        result: FoldResult | str
+        if outcome.status == "ok" and outcome.result is not None:
+            result = parse_fold_result(outcome.result.body)
         else:
-            row = replace(row, oos_sharpe=sharpe, oos_status=status)
-        self.pending[wfv_id] = row
-        self._store.update_wfv_run(row)
-        data: dict[str, Any] = {"wfv_id": wfv_id, "part": part, "sharpe": sharpe, "status": status,
-                                "request_id": outcome.request_id}
-        if outcome.error:
-            data["error"] = outcome.error
-        self._emit("wfv.part_received", service="school", correlation_id=wfv_id, data=data)
+            result = outcome.error or outcome.status
+            if outcome.status == "quarantined":
+                self._retire(row.strategy, f"walk-forward fold {outcome.error}")
+        if isinstance(result, str):
+            result = FoldResult(self._fold_range(wfv_id, fold), "error", error=result)
+        self._folds.setdefault(wfv_id, {})[fold] = result
+        self._store.set_wfv_fold(wfv_id, fold, result.status, orjson.dumps(
+            {"fold": _fold_json(result), "metrics": result.test_metrics}).decode())
+        for part, sharpe in (("IS", result.train_sharpe), ("OOS", result.test_sharpe)):
+            data: dict[str, Any] = {"wfv_id": wfv_id, "fold": fold, "part": part, "sharpe": sharpe,
+                                    "params": result.params, "status": result.status,
+                                    "request_id": outcome.request_id}
+            if part == "OOS":
+                data.update(test_start_ts=result.fold.test_start_ts, test_end_ts=result.fold.test_end_ts,
+                            trades=result.test_trades)
+            if result.error:
+                data["error"] = result.error
+            self._emit("wfv.part_received", service="school", correlation_id=wfv_id, data=data)
         self._finish_if_complete(wfv_id)
 
+    def _fold_range(self, wfv_id: str, fold: int) -> FoldRange:
+        """The fold's windows as requested (a failed fold is stored with them, so it reads back after a restart)."""
+        for index, _, request_json, _, _ in self._store.wfv_folds(wfv_id):
+            if index == fold:
+                body = orjson.loads(request_json)["extra"]["fold"]
+                return FoldRange(fold, body["train_start_ts"], body["train_end_ts"], body["test_start_ts"],
+                                 body["test_end_ts"])
+        return FoldRange(fold, 0, 0, 0, 0)
+
     def _finish_if_complete(self, wfv_id: str) -> None:
-        row = self.pending[wfv_id]
-        if row.is_status is None or row.oos_status is None:
+        folds = self._folds.get(wfv_id, {})
+        if not folds or any(f is None for f in folds.values()):
             return
+        row = self.pending[wfv_id]
         strategy = self._store.get_strategy(row.strategy)
         generation = strategy.generation if strategy else 0
-        required = required_oos(generation, self.cfg.wfv)
-        if row.is_status == "ok" and row.oos_status == "ok":
-            decision, deg = decide(row.is_sharpe, row.oos_sharpe, required)
-        else:
-            decision, deg = "error", None
+        cfg = self.cfg.wfv
+        required = required_oos(generation, cfg)
+        done_folds = [f for f in folds.values() if f is not None]
+        per_year = BARS_PER_YEAR.get(strategy.timeframe if strategy else "H1", 6240)
+        summary = summarize(done_folds, periods_per_year=per_year, required_oos=required, min_psr=cfg.min_psr,
+                            min_wfe=cfg.min_wfe, min_profitable_folds=cfg.min_profitable_folds)
+        fields = summary_fields(summary, done_folds)
         now = self._clock.time()
-        done = replace(row, status="done" if decision != "error" else "error", decision=decision,
-                       required_oos=required, degradation=deg, finished_at=now)
-        self._store.update_wfv_run(done)
+        decision = summary.decision
+        finished = replace(row, status="done" if decision != "error" else "error", decision=decision,
+                           required_oos=required, degradation=summary.degradation, is_sharpe=summary.is_sharpe,
+                           oos_sharpe=summary.wf_sharpe, finished_at=now,
+                           summary_json=orjson.dumps(fields).decode())
+        self._store.update_wfv_run(finished)
         del self.pending[wfv_id]
+        self._folds.pop(wfv_id, None)
         self.results += 1
         if strategy is not None:
-            # An error is a verdict too: a strategy whose run fails for a reason of its own (no trades in
-            # a part, no data) must not take every slot at every interval. `swimmy wfv start` retries it.
+            # An error is a verdict too: a strategy whose run fails for a reason of its own must not take every
+            # slot at every interval. `swimmy wfv start` retries it.
             self._store.set_wfv_decision(row.strategy, decision, now)
         self._emit("wfv.result", service="school", correlation_id=wfv_id,
                    data={"wfv_id": wfv_id, "strategy": row.strategy, "generation": generation,
-                         "split_ratio": row.split_ratio, "required_oos": round(required, 6),
-                         "degradation": round(deg, 6) if deg is not None else None, "decision": decision,
-                         "is_sharpe": row.is_sharpe, "oos_sharpe": row.oos_sharpe, "trigger": row.trigger})
-        if decision != "error" and self.cfg.wfv.affects_rank and strategy is not None:
-            self._rerank(row.strategy, f"WFV {decision}")
+                         "split_ratio": row.split_ratio, "mode": cfg.mode, "trigger": row.trigger, **fields,
+                         "min_psr": cfg.min_psr, "min_wfe": cfg.min_wfe,
+                         "min_profitable_folds": cfg.min_profitable_folds})
+        if decision != "error" and cfg.affects_rank and strategy is not None:
+            self._rerank(row.strategy, f"walk-forward {decision}")
 
     def check_timeouts(self, now: float) -> None:
         """A pending run older than pending_timeout_sec is wfv.timeout; its slot is freed."""
@@ -261,8 +316,10 @@ class WfvScheduler:
             age = now - row.started_at
             if age <= self.cfg.wfv.pending_timeout_sec:
                 continue
-            missing = [p for p, s in (("IS", row.is_status), ("OOS", row.oos_status)) if s is None]
+            folds = self._folds.get(wfv_id, {})
+            missing = [f"fold {k}" for k, v in sorted(folds.items()) if v is None]
             del self.pending[wfv_id]
+            self._folds.pop(wfv_id, None)
             self._store.update_wfv_run(replace(row, status="timeout", finished_at=now))
             if self._store.get_strategy(row.strategy) is not None:
                 self._store.set_wfv_decision(row.strategy, "timeout", now)
@@ -270,3 +327,7 @@ class WfvScheduler:
             self._emit("wfv.timeout", service="school", severity="warning", correlation_id=wfv_id,
                        data={"wfv_id": wfv_id, "strategy": row.strategy, "age_sec": round(age, 3),
                              "missing": missing})
+
+
+def _fold_json(result: FoldResult) -> dict[str, Any]:
+    return dict(fold_result_fields(result)["fold"])

@@ -1,7 +1,8 @@
 """Wire messages (SPEC §3): bytes -> a typed message or Rejected(reason). Pure: no sockets, no clock.
 
-Every message is one JSON object with `"v": 1` and a `"type"`. The generic checks
-(size, JSON, object, version, type) are the same for every socket; each type then
+Every message is one JSON object with a `"v"` and a `"type"`: `v: 1` for heartbeats and peer
+messages, `v: 2` for the work protocol (SPEC §4: READY, BUSY, BACKTEST, BACKTEST_RESULT). The
+generic checks (size, JSON, object, version, type) are the same for every socket; each type then
 has its own field checks. Nothing here raises on input.
 """
 
@@ -12,7 +13,8 @@ from typing import Any
 
 import orjson
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 1  # heartbeats and peer messages
+WORK_VERSION = 2  # the work protocol on zmq.backtest_endpoint
 MAX_TEXT = 256  # ids, sources and statuses longer than this are not ours
 
 # Rejection reasons (the `reason` of message.rejected).
@@ -58,8 +60,8 @@ class Heartbeat:
     seq: int | None
 
 
-def parse(frames: list[bytes], max_bytes: int) -> Message | Rejected:
-    """Apply the generic checks to one received message (its frames)."""
+def parse(frames: list[bytes], max_bytes: int, version: int = PROTOCOL_VERSION) -> Message | Rejected:
+    """Apply the generic checks to one received message (its frames); `version` is the socket's protocol."""
     size = sum(len(f) for f in frames)
     if size > max_bytes:
         return Rejected(OVERSIZE, size, detail=f"{size} bytes > {max_bytes}")
@@ -73,7 +75,7 @@ def parse(frames: list[bytes], max_bytes: int) -> Message | Rejected:
         return Rejected(NOT_AN_OBJECT, size, detail=type(body).__name__)
     kind = body.get("type")
     msg_id = _text(body.get("id"))
-    if "v" not in body or body["v"] != PROTOCOL_VERSION or isinstance(body["v"], bool):
+    if "v" not in body or body["v"] != version or isinstance(body["v"], bool):
         return Rejected(BAD_VERSION, size, _text(kind), msg_id, detail=f"v={body.get('v')!r:.40}")
     if not isinstance(kind, str) or not kind:
         return Rejected(MISSING_TYPE, size, None, msg_id)
@@ -100,9 +102,14 @@ def parse_heartbeat(msg: Message) -> Heartbeat | Rejected:
     return Heartbeat(body["source"], body["status"], body.get("id"), body.get("ack_of"), seq)
 
 
-def encode(body: dict[str, Any]) -> bytes:
+def encode(body: dict[str, Any], version: int = PROTOCOL_VERSION) -> bytes:
     """A message as bytes, with the protocol version first."""
-    return orjson.dumps({"v": PROTOCOL_VERSION, **body})
+    return orjson.dumps({"v": version, **body})
+
+
+def encode_work(body: dict[str, Any]) -> bytes:
+    """A work-protocol message (`v: 2`) as bytes."""
+    return orjson.dumps({"v": WORK_VERSION, **body})
 
 
 def heartbeat_body(
@@ -139,9 +146,10 @@ def _text(value: Any) -> str | None:
 
 # -- backtests (SPEC §4) -----------------------------------------------------------------------
 
-PURPOSES = ("is", "oos", "wfv_is", "wfv_oos", "manual")
+PURPOSES = ("is", "oos", "wfv_fold", "manual", "wfv_is", "wfv_oos")
+MAX_CREDIT = 1000
 METRIC_KEYS = ("trades", "wins", "losses", "win_rate", "pnl_pips", "profit_factor", "sharpe", "sortino",
-               "max_drawdown", "psr")
+               "max_drawdown", "psr", "skew", "kurtosis", "sharpe_per_bar")
 
 
 @dataclass(frozen=True)
@@ -155,6 +163,27 @@ class BacktestRequest:
     end_ts: int | None
     include_trades: bool
     debug: dict[str, Any]
+    data_hash: str | None = None
+    costs: dict[str, Any] | None = None
+    body: dict[str, Any] | None = None  # the whole message: a wfv_fold's fold and grid are read from it
+
+
+@dataclass(frozen=True)
+class Ready:
+    """A worker's READY: who it is, how many requests it may hold, and the hash of each universe's data."""
+
+    worker: str
+    credit: int
+    data: dict[str, str]
+
+
+@dataclass(frozen=True)
+class Busy:
+    """A worker's BUSY beat, sent from the thread that runs the backtest."""
+
+    worker: str
+    request_id: str | None
+    progress: float | None
 
 
 @dataclass(frozen=True)
@@ -175,10 +204,53 @@ class BacktestResultMsg:
 
 
 def backtest_body(*, request_id: str, purpose: str, strategy: dict[str, Any], start_ts: int | None,
-                  end_ts: int | None, include_trades: bool = False) -> dict[str, Any]:
-    """A BACKTEST request (SPEC §4)."""
+                  end_ts: int | None, include_trades: bool = False, data_hash: str | None = None,
+                  costs: dict[str, float] | None = None) -> dict[str, Any]:
+    """A BACKTEST request (SPEC §4): the data it must run on (`data_hash`) and the costs to charge."""
     return {"type": "BACKTEST", "request_id": request_id, "purpose": purpose, "strategy": strategy,
-            "start_ts": start_ts, "end_ts": end_ts, "include_trades": include_trades}
+            "start_ts": start_ts, "end_ts": end_ts, "include_trades": include_trades, "data_hash": data_hash,
+            "costs": costs}
+
+
+def ready_body(*, worker: str, credit: int, data: dict[str, str]) -> dict[str, Any]:
+    """A worker's READY (SPEC §4)."""
+    return {"type": "READY", "worker": worker, "credit": credit, "data": data}
+
+
+def busy_body(*, worker: str, request_id: str | None, progress: float | None) -> dict[str, Any]:
+    """A worker's BUSY beat (SPEC §4)."""
+    return {"type": "BUSY", "worker": worker, "request_id": request_id, "progress": progress}
+
+
+def parse_ready(msg: Message) -> Ready | Rejected:
+    """READY: `worker` text, `credit` an integer 1..MAX_CREDIT, `data` an object of universe -> hash."""
+    body = msg.body
+    worker = body.get("worker")
+    if not _is_text(worker):
+        return Rejected(MISSING_FIELD if worker is None else BAD_FIELD, msg.size, msg.type, None, detail="worker")
+    credit = body.get("credit")
+    if isinstance(credit, bool) or not isinstance(credit, int) or not 1 <= credit <= MAX_CREDIT:
+        return Rejected(BAD_FIELD, msg.size, msg.type, None, detail=f"credit must be 1..{MAX_CREDIT}")
+    data = body.get("data")
+    if not isinstance(data, dict) or len(data) > MAX_CREDIT or not all(
+            _is_text(k) and _is_text(v) for k, v in data.items()):
+        return Rejected(BAD_FIELD, msg.size, msg.type, None, detail="data must map universe names to hashes")
+    return Ready(str(worker), credit, dict(data))
+
+
+def parse_busy(msg: Message) -> Busy | Rejected:
+    """BUSY: `worker` text, `request_id` text or null, `progress` a number or null."""
+    body = msg.body
+    worker = body.get("worker")
+    if not _is_text(worker):
+        return Rejected(MISSING_FIELD if worker is None else BAD_FIELD, msg.size, msg.type, None, detail="worker")
+    request_id = body.get("request_id")
+    if request_id is not None and not _is_text(request_id):
+        return Rejected(BAD_FIELD, msg.size, msg.type, None, detail="request_id")
+    progress = body.get("progress")
+    if progress is not None and (isinstance(progress, bool) or not isinstance(progress, int | float)):
+        return Rejected(BAD_FIELD, msg.size, msg.type, request_id, detail="progress")
+    return Busy(str(worker), request_id, float(progress) if progress is not None else None)
 
 
 def parse_backtest_request(msg: Message) -> BacktestRequest | Rejected:
@@ -188,6 +260,8 @@ def parse_backtest_request(msg: Message) -> BacktestRequest | Rejected:
     if isinstance(request_id, Rejected):
         return request_id
     debug = body.get("debug")
+    data_hash = body.get("data_hash")
+    costs = body.get("costs")
     return BacktestRequest(
         request_id=request_id,
         purpose=str(body.get("purpose") or ""),
@@ -196,6 +270,9 @@ def parse_backtest_request(msg: Message) -> BacktestRequest | Rejected:
         end_ts=_ts(body.get("end_ts")),
         include_trades=body.get("include_trades") is True,
         debug=debug if isinstance(debug, dict) else {},
+        data_hash=data_hash if _is_text(data_hash) else None,
+        costs=costs if isinstance(costs, dict) else None,
+        body=body,
     )
 
 
@@ -210,13 +287,25 @@ def request_problem(body: dict[str, Any]) -> str | None:
     start, end = body.get("start_ts"), body.get("end_ts")
     if isinstance(start, int) and isinstance(end, int) and start >= end:
         return f"start_ts {start} must be before end_ts {end}"
+    if not _is_text(body.get("data_hash")):
+        return "data_hash: the hash of the data the request must run on is required"
+    costs = body.get("costs")
+    if not isinstance(costs, dict):
+        return "costs: an object {spread_pips, slippage_pips, pip} is required"
+    for key in ("spread_pips", "slippage_pips", "pip"):
+        value = costs.get(key)
+        if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0 or value != value \
+                or value == float("inf"):
+            return f"costs.{key} must be a finite number >= 0, got {value!r:.60}"
+    if not costs["pip"] > 0:
+        return f"costs.pip must be > 0, got {costs['pip']!r}"
     return None
 
 
 def result_body(*, request_id: str, strategy_name: str, status: str, error: str | None = None,
                 metrics: dict[str, Any] | None = None, bars: int | None = None, start_ts: int | None = None,
                 end_ts: int | None = None, elapsed_ms: float, worker: str,
-                trades: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                trades: list[dict[str, Any]] | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """A BACKTEST_RESULT (SPEC §4): an error result carries no metrics at all, never a Sharpe of 0."""
     body: dict[str, Any] = {"type": "BACKTEST_RESULT", "request_id": request_id, "strategy_name": strategy_name,
                             "status": status}
@@ -226,6 +315,8 @@ def result_body(*, request_id: str, strategy_name: str, status: str, error: str 
                  "end_ts": end_ts, "elapsed_ms": elapsed_ms, "worker": worker})
     if trades is not None:
         body["trades"] = trades
+    if extra:
+        body.update(extra)  # an IS result's returns sketch, a wfv_fold's fold
     return body
 
 

@@ -31,7 +31,6 @@ def endpoints(cfg: ZmqConfig, control_endpoint: str) -> dict[str, str]:
     return {
         "zmq.pub_endpoint": cfg.pub_endpoint,
         "zmq.pull_endpoint": cfg.pull_endpoint,
-        "zmq.result_endpoint": cfg.result_endpoint,
         "zmq.backtest_endpoint": cfg.backtest_endpoint,
         "control.endpoint": control_endpoint,
     }

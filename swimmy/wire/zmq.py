@@ -165,6 +165,12 @@ class Wire:
         sock.connect(endpoint)
         return sock
 
+    def close_socket(self, sock: Any) -> None:
+        """Close one socket made through this wire (LINGER 0: an unanswered request is not kept)."""
+        sock.close(linger=0)
+        if sock in self._sockets:
+            self._sockets.remove(sock)
+
     def close(self) -> None:
         """Close every socket (LINGER bounds what is still queued) and the context (idempotent)."""
         for sock in self._sockets:
@@ -242,6 +248,25 @@ class Reader:
         self._loop.add_reader(self._fd, self._drain)
         self._loop.call_soon(self._drain)
 
+    def poke(self) -> None:
+        """Drain soon even without a new edge on the FD (a send on this socket may have consumed one)."""
+        if self._loop is not None:
+            self._loop.call_soon(self._drain)
+
+    def send(self, frames: list[bytes]) -> bool:
+        """Send on the same socket without blocking: False when the peer's pipe is full (EAGAIN).
+
+        Raises ZMQError for an unroutable ROUTER identity (ROUTER_MANDATORY: the peer is gone).
+        """
+        try:
+            self._sync.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.Again:
+            return False
+        finally:
+            if int(self._sync.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
+                self.poke()
+        return True
+
     def stop(self) -> None:
         """Stop reading (idempotent)."""
         if self._loop is not None:
@@ -269,6 +294,11 @@ def make_poller(socks: Iterable[Any]) -> Any:
     for sock in socks:
         poller.register(sock, zmq.POLLIN)
     return poller
+
+
+def router_mandatory(sock: Any) -> None:
+    """ROUTER: a send to an identity that is not connected raises (EHOSTUNREACH) instead of vanishing."""
+    sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
 
 
 def subscribe(sock: Any, topic: bytes) -> None:

@@ -117,6 +117,9 @@ class TestUndefinedIsNull:
             "sortino": None,
             "max_drawdown": None,
             "psr": None,
+            "skew": None,
+            "kurtosis": None,
+            "sharpe_per_bar": None,
         }
 
     def test_zero_variance(self) -> None:

@@ -1,4 +1,4 @@
-"""The school end to end: two real embedded workers on the shipped EURUSD data, short intervals."""
+"""The school end to end: real embedded workers on a generated planted-trend universe and on EURUSD, short intervals."""
 
 from __future__ import annotations
 
@@ -7,8 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from helpers import read_events, run_cli, wait_until, write_config
+from helpers import TREND_UNIVERSE, read_events, run_cli, wait_until, write_config
 
+from swimmy.errors import StoreError
 from swimmy.store import Store
 
 pytestmark = pytest.mark.slow
@@ -20,7 +21,8 @@ def test_oos_and_wfv_results_appear_and_each_request_shares_one_correlation_id(
     """Bred, backtested, ranked; oos.result and wfv.result appear; all oos.*/wfv.* of one request share its id."""
     config = write_config(tmp_path, {
         "workers": {"embedded": 2},
-        "school": {"cycle_sec": 1, "breed_per_cycle": 10},
+        "synthetic": TREND_UNIVERSE["synthetic"],
+        "school": {**TREND_UNIVERSE["school"], "cycle_sec": 1, "progress_interval_sec": 1},
         "oos": {"request_interval_sec": 30},
         "wfv": {"interval_sec": 1, "max_pending": 2},
         "heartbeat": {"interval_sec": 1},
@@ -34,7 +36,10 @@ def test_oos_and_wfv_results_appear_and_each_request_shares_one_correlation_id(
     wait_until(lambda: seen("oos.result") and seen("wfv.result"), 90, "oos.result and wfv.result")
     assert daemon.stop() == 0
     events = read_events(telemetry)
-    assert any(e["event_type"] == "strategy.ranked" and e["data"]["from_rank"] == "incubator" for e in events)
+    # IS results are counted per universe in school.progress, not one event each (SPEC §5).
+    progress = [e for e in events if e["event_type"] == "school.progress"]
+    assert progress and progress[-1]["data"]["trials"] > 0 and progress[-1]["correlation_id"] == "SYNTH_TREND_H1"
+    assert progress[-1]["data"]["n_eff"] >= 1 and progress[-1]["data"]["best_dsr"] is not None
 
     by_request: dict[str, set[str]] = defaultdict(set)
     for e in events:
@@ -65,14 +70,20 @@ def test_manual_wfv_and_oos_commands(tmp_path: Path, daemon_factory: Any) -> Non
     """`wfv start` and `oos request`: manual trigger, exit 1 when already pending, exit 2 for an unknown name."""
     config = write_config(tmp_path, {
         "workers": {"embedded": 1},
-        "school": {"cycle_sec": 1, "breed_per_cycle": 4},
+        "school": {"cycle_sec": 1, "breed": True, "breed_per_cycle": 4},
         "wfv": {"enabled": False},
         "backtest": {"timeout_sec": 30},
     })
     telemetry = tmp_path / "var" / "telemetry.jsonl"
     daemon = daemon_factory(config)
-    wait_until(lambda: any(e["event_type"] == "strategy.ranked" for e in read_events(telemetry)), 60, "a ranking")
-    name = next(e["data"]["strategy"] for e in read_events(telemetry) if e["event_type"] == "strategy.ranked")
+    def ranked() -> list[str]:
+        try:
+            with Store.open_readonly(tmp_path / "var" / "school.db") as store:
+                return [r.name for r in store.list_strategies(rank="B", limit=1)]
+        except StoreError:
+            return []  # not created, or not migrated yet
+
+    name = wait_until(ranked, 60, "a ranked strategy")[0]
     first = run_cli("wfv", "start", name, "--config", str(config))
     assert first.returncode == 0, first.stderr
     assert "trigger: manual" in first.stdout

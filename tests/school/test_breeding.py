@@ -1,16 +1,22 @@
-"""Breeding (SPEC §5): random and mutated specs, duplicate-free batches, exhaustion, retirement."""
+"""Breeding (SPEC §5): random and mutated specs, duplicate-free batches, exhaustion, retirement, and
+parents drawn from the best live strategies (by DSR, then IS Sharpe) whatever their insertion order."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections import Counter
+from pathlib import Path
 
+import numpy as np
 import pytest
+from schoolkit import make_kit
 
 from swimmy.backtest.strategies import CROSS_FAMILIES, FAMILIES, StrategySpec, validate
 from swimmy.errors import BacktestError
 from swimmy.school.breeding import PARAM_SPACE, STOP_PIPS, Child, ParamRange, breed, mutate, random_spec, to_retire
-from swimmy.store import StrategyRow
+from swimmy.school.loop import DataWindow, School
+from swimmy.store import Store, StrategyRow
 
 SEEDS = [0, 1, 2, 3, 7]
 NON_CROSS = [f for f in FAMILIES if f not in CROSS_FAMILIES]
@@ -314,7 +320,7 @@ class TestBreedExhaustion:
         )
         assert children == []
 
-    @pytest.mark.parametrize("seed", SEEDS)
+    @pytest.mark.parametrize("seed", SEEDS[:2])  # each seed walks ~3,000 tries per slot: two are enough
     def test_nearly_exhausted_space_yields_fewer(self, seed: int) -> None:
         """With one free rule left in the space, a batch of 5 returns exactly that one child."""
         free = StrategySpec("donchian_breakout", {"period": 51}, "EURUSD", "H1")
@@ -395,3 +401,97 @@ class TestToRetire:
         live_count = sum(r.rank != "graveyard" for r in MIXED)
         assert live_count - len(retired) + incoming <= population_max
         assert not {"i1", "i2", "g1", "g2"} & set(retired)
+
+
+# -- parents from the store (issue 11: `live_strategies()` had no ORDER BY while breed() assumed best first;
+#    with 20 parents inserted worst first, the worst got 66 children and the best none) ----------------------
+
+
+def ranked_parents(count: int = 20) -> list[StrategyRow]:
+    """`count` ranked strategies of EURUSD H1, WORST first: DSR and IS Sharpe ascend with the index.
+
+    One family with a roomy parameter space, so that no parent's mutants run out of fresh rules.
+    """
+    return [
+        dataclasses.replace(
+            row_of(random_spec(random.Random(200 + i), "sma_cross", "EURUSD", "H1"), rank="B",
+                   sharpe=0.2 + 0.05 * i),
+            is_dsr=0.50 + 0.02 * i, is_trades=50, is_profit_factor=1.3, is_win_rate=0.4, is_max_drawdown=0.1,
+        )
+        for i in range(count)
+    ]
+
+
+def store_worst_first(path: Path) -> tuple[Store, list[StrategyRow]]:
+    store = Store.open(path)
+    rows = ranked_parents()
+    for row in rows:  # worst first: the insertion order is the opposite of the merit order
+        assert store.add_strategy(row)
+    return store, rows
+
+
+def assert_children_favour_the_best(picks: Counter[str | None], rows: list[StrategyRow]) -> None:
+    """Most mutants come from the top five by DSR; the worst parents get almost none."""
+    by_merit = [r.name for r in sorted(rows, key=lambda r: -(r.is_dsr or 0.0))]  # best first
+    total = sum(picks[name] for name in by_merit)
+    top5 = sum(picks[name] for name in by_merit[:5])
+    bottom5 = sum(picks[name] for name in by_merit[-5:])
+    assert total >= 100
+    assert top5 >= 0.45 * total, (top5, total)
+    assert bottom5 <= 0.05 * total, (bottom5, total)
+    assert picks[by_merit[0]] >= 0.08 * total  # the best parent breeds (the old bug gave it none)
+    assert picks[by_merit[-1]] <= 2  # the worst hardly ever (the old bug gave it 66)
+
+
+class TestParentsFromTheStore:
+    def test_best_live_orders_by_dsr_then_sharpe(self, tmp_path: Path) -> None:
+        """Ranked strategies of one universe, by DSR, then IS Sharpe; null DSR last; nothing else."""
+        store = Store.open(tmp_path / "school.db")
+        spec = StrategySpec("donchian_breakout", {"period": 20}, "EURUSD", "H1")
+
+        def add(name: str, rank: str, dsr: float | None, sharpe: float | None, symbol: str = "EURUSD") -> None:
+            row = dataclasses.replace(row_of(spec, rank=rank, sharpe=sharpe), name=name, rules_hash=f"h-{name}",
+                                      symbol=symbol, is_dsr=dsr)
+            assert store.add_strategy(row)
+
+        add("oldest-worst", "B", 0.10, 0.3)
+        add("no-dsr", "S", None, 9.0)
+        add("tie-low-sharpe", "A", 0.90, 0.5)
+        add("tie-high-sharpe", "B", 0.90, 1.5)
+        add("best", "A", 0.99, 0.2)
+        add("dead", "graveyard", 0.999, 5.0)
+        add("new", "incubator", 0.999, 5.0)
+        add("other-universe", "S", 0.999, 5.0, symbol="GBPUSD")
+        names = [r.name for r in store.best_live("EURUSD", "H1", 50)]
+        assert names == ["best", "tie-high-sharpe", "tie-low-sharpe", "oldest-worst", "no-dsr"]
+        assert [r.name for r in store.best_live("EURUSD", "H1", 2)] == ["best", "tie-high-sharpe"]
+
+    @pytest.mark.parametrize("seed", SEEDS)
+    def test_parents_inserted_worst_first_breed_from_the_best(self, tmp_path: Path, seed: int) -> None:
+        """breed() with store.best_live's parents: the top by DSR get most children, the worst few or none."""
+        store, rows = store_worst_first(tmp_path / "school.db")
+        parents = store.best_live("EURUSD", "H1", 50)
+        assert [p.name for p in parents] == [r.name for r in reversed(rows)]
+        children = breed(random.Random(seed), parents=parents, existing_hashes={r.rules_hash for r in rows},
+                         count=300, mutate_share=1.0, symbols=("EURUSD",), timeframe="H1")
+        assert len(children) == 300
+        assert_children_favour_the_best(Counter(c.parent for c in children), rows)
+
+    @pytest.mark.parametrize("seed", [0, 1])
+    def test_the_school_breeds_from_the_best(self, tmp_path: Path, seed: int) -> None:
+        """A School cycle on that store: the children it stores (parent column) descend mostly from the best."""
+        kit = make_kit(tmp_path, {"school": {"breed_per_cycle": 400, "population_max": 5000}})
+        rows = ranked_parents()
+        for row in rows:
+            assert kit.store.add_strategy(row)
+        school = School(kit.cfg, kit.store, kit.client, kit.emit, kit.clock, rng=random.Random(seed),
+                        workers_ready=lambda: True)
+        ts = np.arange(1_700_000_000, 1_700_000_000 + 3000 * 3600, 3600, dtype=np.int64)
+        school._windows[("EURUSD", "H1")] = DataWindow(int(ts[2000]), ts[:2000])
+        school.cycle()
+        children = [r for r in kit.store.live_strategies() if r.rank == "incubator"]
+        assert len(children) == 400
+        assert {r.name for r in kit.store.live_strategies()} >= {r.name for r in rows}  # no parent was retired
+        picks = Counter(r.parent for r in children if r.parent is not None)
+        assert 150 <= sum(picks.values()) <= 250  # about half mutants (the school's mutate_share)
+        assert_children_favour_the_best(picks, rows)

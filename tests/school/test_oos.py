@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 from schoolkit import Kit, make_kit
 
+from swimmy.config import OosConfig
 from swimmy.school.oos import (
     AlreadyPendingError,
     OosRequester,
     UnknownStrategyError,
     decide_request,
+    holdout_verdict,
     is_mirror,
     next_backoff,
 )
@@ -62,7 +64,56 @@ class TestRules:
         assert is_mirror(is_s, oos_s) is mirror
 
 
+class TestHoldoutVerdict:
+    @pytest.mark.parametrize(("sharpe", "psr", "trades", "decision", "why"), [
+        (0.8, 0.95, 40, "pass", "trades 40"),
+        (0.35, 0.90, 20, "pass", "trades 20"),  # every minimum met exactly
+        (0.8, 0.95, 19, "fail", "trades 19 < 20"),
+        (0.34, 0.95, 40, "fail", "sharpe 0.340 < 0.35"),
+        (0.8, 0.89, 40, "fail", "psr 0.890 < 0.9"),
+        (None, None, 0, "fail", "trades 0 < 20"),
+        (0.8, None, 40, "fail", "psr null"),
+    ])
+    def test_trades_sharpe_and_psr_are_all_needed(self, sharpe: float | None, psr: float | None, trades: int,
+                                                   decision: str, why: str) -> None:
+        """SPEC §5: a Sharpe of 0.35 over 90 days passes ~40% of noise alone; the PSR and the trades make it mean."""
+        got = holdout_verdict(sharpe, psr, trades, OosConfig())
+        assert got[0] == decision and got[1].startswith(why)
+
+
 class TestRequests:
+    def test_the_dsr_is_judged_again_before_a_look(self, kit: Kit) -> None:
+        """A candidate whose DSR has fallen below the gate as the ledger grew gets no look at the holdout."""
+        kit.add("stale", is_dsr=0.99)
+        oos = OosRequester(kit.cfg, kit.store, kit.client, kit.emit, kit.clock,
+                           oos_start=lambda symbol, timeframe: OOS_START, rerank=lambda name, why: None,
+                           dsr_now=lambda row: 0.5)
+        oos.tick()
+        assert kit.events("oos.requested") == []
+
+    def test_one_look_per_universe_per_tick_best_dsr_first(self, kit: Kit) -> None:
+        """The holdout is spent sparingly: of three candidates only the best DSR is sent this tick."""
+        for name, dsr in (("low", 0.96), ("best", 0.999), ("mid", 0.98)):
+            kit.add(name, is_dsr=dsr)
+        requester(kit).tick()
+        assert [e.data["strategy"] for e in kit.events("oos.requested")] == ["best"]
+
+    def test_every_verdict_is_counted_as_a_look(self, kit: Kit) -> None:
+        """The looks callback runs once per OOS verdict (not for errors)."""
+        looked: list[str] = []
+        kit.add("cand")
+        oos = OosRequester(kit.cfg, kit.store, kit.client, kit.emit, kit.clock,
+                           oos_start=lambda symbol, timeframe: OOS_START, rerank=lambda name, why: None,
+                           look=lambda row: looked.append(row.name))
+        oos.tick()
+        kit.answer(kit.pipe.last("oos"), status="error", error="boom")
+        assert looked == []
+        kit.clock.advance(700)
+        oos.tick()
+        kit.answer(kit.pipe.last("oos"), sharpe=0.1)
+        assert looked == ["cand"] and kit.events("oos.result")[-1].data["decision"] == "fail"
+
+
     def test_an_a_candidate_without_oos_gets_oos_requested(self, kit: Kit) -> None:
         """Seed Task 2: an A candidate with no OOS result -> oos.requested, a row `sent`, a BACKTEST on the wire."""
         kit.add("cand")
@@ -145,8 +196,10 @@ class TestResults:
         kit.answer(kit.pipe.last("oos"), sharpe=0.8)
         (result,) = kit.events("oos.result")
         assert result.data["status"] == "received" and result.data["latency_sec"] == 42
-        assert result.data["oos_sharpe"] == 0.8 and result.data["decision"] == "promote"
-        assert kit.store.get_strategy("cand").oos_sharpe == 0.8  # type: ignore[union-attr]
+        assert result.data["oos_sharpe"] == 0.8 and result.data["decision"] == "pass"
+        assert result.data["oos_psr"] == 0.97 and result.data["oos_trades"] == 50
+        row = kit.store.get_strategy("cand")
+        assert row is not None and row.oos_sharpe == 0.8 and row.oos_decision == "pass" and row.oos_psr == 0.97
         assert kit.store.get_oos_row("cand").status == "done"  # type: ignore[union-attr]
         assert reranked == ["cand"]
 

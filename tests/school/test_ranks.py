@@ -1,238 +1,241 @@
-"""Rank decisions (SPEC §5): thresholds, the A candidate and OOS, S and WFV, errors, retirement order."""
+"""Rank decisions (SPEC §5): thresholds, the DSR gate, the holdout, the walk-forward, retirement order."""
 
 from __future__ import annotations
 
 import pytest
 
 from swimmy.config import RankCriteria, RanksConfig
-from swimmy.school.ranks import RankDecision, decide_rank, meets, worst_first_key
+from swimmy.school.ranks import RankDecision, decide_rank, meets, shortfall, worst_first_key
 from swimmy.store import StrategyRow
 
-RANKS_CFG = RanksConfig()
-B = RANKS_CFG.B  # sharpe 0.15, pf 1.05, win 0.35, dd < 0.25, trades 20
-S = RANKS_CFG.S  # sharpe 0.75, pf 1.70, win 0.50, dd < 0.10, trades 30, psr 0.95
+Figures = dict[str, float | int | None]
 
-# Figures that meet exactly one rank's IS criteria each (SPEC §5 defaults).
-BELOW_B = {"trades": 50, "sharpe": 0.10, "profit_factor": 1.2, "win_rate": 0.4, "max_drawdown": 0.1, "psr": 0.5}
-B_ONLY = {"trades": 25, "sharpe": 0.30, "profit_factor": 1.2, "win_rate": 0.40, "max_drawdown": 0.20, "psr": 0.6}
-A_BASE = {"trades": 40, "sharpe": 0.50, "profit_factor": 1.4, "win_rate": 0.45, "max_drawdown": 0.15, "psr": 0.8}
-S_LEVEL = {"trades": 100, "sharpe": 0.80, "profit_factor": 1.8, "win_rate": 0.55, "max_drawdown": 0.08, "psr": 0.97}
+RANKS_CFG = RanksConfig()  # the SPEC §5 defaults
+B = RANKS_CFG.B  # sharpe >= 0.15, pf >= 1.05, dd < 0.25, trades >= 20
+A = RANKS_CFG.A  # sharpe >= 0.45, pf >= 1.20, dd < 0.20, trades >= 30, dsr >= 0.95
+S = RANKS_CFG.S  # dd < 0.15
 
-
-def at_b(**changes: float | None) -> dict[str, float | int | None]:
-    """Figures exactly at every B threshold (drawdown just under), with `changes` applied."""
-    base: dict[str, float | int | None] = {
-        "trades": 20,
-        "sharpe": 0.15,
-        "profit_factor": 1.05,
-        "win_rate": 0.35,
-        "max_drawdown": 0.2499,
-        "psr": None,
-    }
-    return {**base, **changes}
+# Figures that meet exactly one rank's IS criteria each under the defaults.
+BELOW_B: Figures = {"trades": 50, "sharpe": 0.10, "profit_factor": 1.2, "win_rate": 0.4, "max_drawdown": 0.1,
+                    "psr": 0.5, "dsr": 0.2}
+B_ONLY: Figures = {"trades": 35, "sharpe": 0.50, "profit_factor": 1.3, "win_rate": 0.40, "max_drawdown": 0.20,
+                   "psr": 0.6, "dsr": 0.99}
+A_LEVEL: Figures = {"trades": 40, "sharpe": 0.60, "profit_factor": 1.4, "win_rate": 0.45, "max_drawdown": 0.18,
+                    "psr": 0.9, "dsr": 0.97}
+S_LEVEL: Figures = {"trades": 100, "sharpe": 0.80, "profit_factor": 1.8, "win_rate": 0.55, "max_drawdown": 0.08,
+                    "psr": 0.99, "dsr": 0.99}
+# A slow trend follower: wins 38% of its trades, earns on the few long runs.
+TREND_FOLLOWER: Figures = {"trades": 120, "sharpe": 1.1, "profit_factor": 1.6, "win_rate": 0.38,
+                           "max_drawdown": 0.09, "psr": 0.99, "dsr": 0.98}
 
 
-def with_(figures: dict[str, float | int], **changes: float | None) -> dict[str, float | int | None]:
+def with_(figures: Figures, **changes: float | None) -> Figures:
     """A copy of `figures` with `changes` applied."""
     return {**figures, **changes}
 
 
-class TestMeets:
+def at_b(**changes: float | None) -> Figures:
+    """Figures exactly at every B threshold (drawdown just under), with `changes` applied."""
+    base: Figures = {"trades": 20, "sharpe": 0.15, "profit_factor": 1.05, "win_rate": 0.35, "max_drawdown": 0.2499,
+                     "psr": None, "dsr": None}
+    return {**base, **changes}
+
+
+def at_a(**changes: float | None) -> Figures:
+    """Figures exactly at every A threshold (drawdown just under), with `changes` applied."""
+    base: Figures = {"trades": 30, "sharpe": 0.45, "profit_factor": 1.20, "win_rate": 0.35, "max_drawdown": 0.1999,
+                     "psr": None, "dsr": 0.95}
+    return {**base, **changes}
+
+
+def decide(metrics: Figures, oos: str | None = None, wfv: str | None = None, *, affects: bool = True,
+           ranks: RanksConfig = RANKS_CFG) -> RankDecision:
+    """decide_rank with the SPEC defaults (wfv.affects_rank true unless said otherwise)."""
+    return decide_rank(metrics, oos_decision=oos, wfv_decision=wfv, ranks=ranks, wfv_affects_rank=affects)
+
+
+class TestDefaults:
+    def test_the_spec_defaults(self) -> None:
+        """The defaults of SPEC §5: no win-rate gate anywhere, a DSR gate on A, S only adds a drawdown bound."""
+        assert RankCriteria(sharpe=0.15, profit_factor=1.05, max_drawdown=0.25, min_trades=20) == B
+        assert RankCriteria(sharpe=0.45, profit_factor=1.20, max_drawdown=0.20, min_trades=30, dsr=0.95) == A
+        assert RankCriteria(max_drawdown=0.15) == S
+
+
+class TestShortfall:
     @pytest.mark.parametrize(
-        ("metrics", "expected"),
+        ("criteria", "metrics", "expected"),
         [
-            (at_b(), True),
-            (at_b(sharpe=0.1499), False),
-            (at_b(profit_factor=1.0499), False),
-            (at_b(win_rate=0.3499), False),
-            (at_b(max_drawdown=0.25), False),
-            (at_b(max_drawdown=0.0), True),
-            (at_b(trades=19), False),
-            (at_b(trades=1000), True),
+            (B, at_b(), None),
+            (B, at_b(sharpe=0.1499), "sharpe 0.1499 < 0.15"),
+            (B, at_b(profit_factor=1.0499), "profit_factor 1.0499 < 1.05"),
+            (B, at_b(max_drawdown=0.25), "max_drawdown 0.25 >= 0.25"),
+            (B, at_b(max_drawdown=0.0), None),
+            (B, at_b(trades=19), "trades 19 < 20"),
+            (B, at_b(win_rate=0.0), None),
+            (B, at_b(dsr=0.0), None),
+            (A, at_a(), None),
+            (A, at_a(dsr=0.9499), "dsr 0.9499 < 0.95"),
+            (A, at_a(dsr=None), "dsr null"),
+            (A, at_a(max_drawdown=0.20), "max_drawdown 0.20 >= 0.20"),
+            (A, at_a(trades=29), "trades 29 < 30"),
+            (A, at_a(sharpe=0.4499), "sharpe 0.4499 < 0.45"),
+            (S, at_a(max_drawdown=0.15), "max_drawdown 0.15 >= 0.15"),
+            (S, at_a(max_drawdown=0.1499), None),
+            (S, at_a(win_rate=0.01, psr=None, dsr=None, max_drawdown=0.1), None),
         ],
         ids=[
-            "all-at-threshold",
-            "sharpe-just-below",
-            "pf-just-below",
-            "win-just-below",
-            "dd-at-threshold",
-            "dd-zero",
-            "trades-one-short",
-            "many-trades",
+            "B-all-at-threshold",
+            "B-sharpe-just-below",
+            "B-pf-just-below",
+            "B-dd-at-limit",
+            "B-dd-zero",
+            "B-trades-one-short",
+            "B-no-win-rate-gate",
+            "B-no-dsr-gate",
+            "A-all-at-threshold",
+            "A-dsr-just-below",
+            "A-dsr-null",
+            "A-dd-at-limit",
+            "A-trades-one-short",
+            "A-sharpe-just-below",
+            "S-dd-at-limit",
+            "S-dd-just-under",
+            "S-asks-nothing-else",
         ],
     )
-    def test_boundaries(self, metrics: dict[str, float | int | None], expected: bool) -> None:
-        """A figure exactly at its threshold meets it, except max_drawdown, which must stay strictly below."""
-        assert meets(B, metrics) is expected
+    def test_first_missed_threshold(self, criteria: RankCriteria, metrics: Figures, expected: str | None) -> None:
+        """A figure at its threshold meets it, except max_drawdown (strictly below); the miss names the figure."""
+        assert shortfall(criteria, metrics) == expected
+        assert meets(criteria, metrics) is (expected is None)
 
-    @pytest.mark.parametrize("key", ["trades", "sharpe", "profit_factor", "win_rate", "max_drawdown"])
-    def test_null_figure_never_meets(self, key: str) -> None:
-        """A null figure fails its threshold, never reads as 0 or as a pass."""
-        assert not meets(B, at_b(**{key: None}))
-
-    @pytest.mark.parametrize("key", ["trades", "sharpe", "profit_factor", "win_rate", "max_drawdown"])
-    def test_missing_figure_never_meets(self, key: str) -> None:
-        """A figure absent from the mapping fails like a null one."""
+    @pytest.mark.parametrize("key", ["trades", "sharpe", "profit_factor", "max_drawdown"])
+    @pytest.mark.parametrize("how", ["null", "missing", "nan"])
+    def test_an_unknown_figure_never_meets(self, key: str, how: str) -> None:
+        """A null, absent or NaN figure fails its threshold: it never reads as 0 or as a pass."""
         metrics = at_b()
-        del metrics[key]
-        assert not meets(B, metrics)
-
-    def test_nan_never_meets(self) -> None:
-        """A NaN figure (which compares false both ways) fails its threshold."""
-        assert not meets(B, at_b(max_drawdown=float("nan")))
+        if how == "missing":
+            del metrics[key]
+        else:
+            metrics[key] = None if how == "null" else float("nan")
+        assert shortfall(B, metrics) == f"{key} null"
 
     @pytest.mark.parametrize(
-        ("criteria", "psr", "expected"),
+        ("criteria", "key", "value", "expected"),
         [
-            (B, None, True),
-            (B, 0.0, True),
-            (S, None, False),
-            (S, 0.9499, False),
-            (S, 0.95, True),
+            (RankCriteria(psr=0.95), "psr", None, "psr null"),
+            (RankCriteria(psr=0.95), "psr", 0.9499, "psr 0.9499 < 0.95"),
+            (RankCriteria(psr=0.95), "psr", 0.95, None),
+            (RankCriteria(win_rate=0.5), "win_rate", 0.38, "win_rate 0.38 < 0.50"),
+            (RankCriteria(win_rate=0.5), "win_rate", 0.5, None),
+            (RankCriteria(dsr=0.5), "dsr", 0.49, "dsr 0.49 < 0.50"),
         ],
-        ids=["B-ignores-null-psr", "B-ignores-zero-psr", "S-null-psr", "S-psr-below", "S-psr-at"],
+        ids=["psr-null", "psr-below", "psr-at", "win-rate-below", "win-rate-at", "dsr-below"],
     )
-    def test_psr_checked_only_when_asked(self, criteria: RankCriteria, psr: float | None, expected: bool) -> None:
-        """psr is a threshold only when the criteria's psr > 0; then a null psr fails."""
-        assert meets(criteria, with_(S_LEVEL, psr=psr)) is expected
+    def test_optional_criteria_apply_when_configured(self, criteria: RankCriteria, key: str, value: float | None,
+                                                     expected: str | None) -> None:
+        """psr, win_rate and dsr are criteria once configured above 0."""
+        assert shortfall(criteria, {"trades": 1, "sharpe": 1.0, "profit_factor": 2.0, "win_rate": 0.6,
+                                    "max_drawdown": 0.0, key: value}) == expected
+
+    def test_a_null_win_rate_is_no_shortfall_without_a_win_rate_gate(self) -> None:
+        """SPEC §5: a win_rate of 0 is no criterion, so an unknown win rate cannot fail it."""
+        assert shortfall(B, at_b(win_rate=None)) is None
 
 
-def decide(
-    metrics: dict[str, float | int | None] | dict[str, float | int],
-    oos: float | None = None,
-    wfv: str | None = None,
-    affects: bool = False,
-) -> RankDecision:
-    """decide_rank with the SPEC defaults (OOS min 0.35)."""
-    return decide_rank(
-        metrics, oos_sharpe=oos, wfv_decision=wfv, ranks=RANKS_CFG, oos_min_sharpe=0.35, wfv_affects_rank=affects
-    )
+# The decision table: (figures, holdout verdict, walk-forward verdict) -> rank, reason, wants_oos.
+DECISIONS = [
+    ("below-B", BELOW_B, None, None, RankDecision("graveyard", "below B: sharpe 0.10 < 0.15")),
+    ("below-B-whatever-the-verdicts", BELOW_B, "pass", "validated",
+     RankDecision("graveyard", "below B: sharpe 0.10 < 0.15")),
+    ("below-B-dd-at-limit", with_(S_LEVEL, max_drawdown=0.25),
+     "pass", "validated", RankDecision("graveyard", "below B: max_drawdown 0.25 >= 0.25")),
+    ("below-B-null-pf", with_(S_LEVEL, profit_factor=None), None, None,
+     RankDecision("graveyard", "below B: profit_factor null")),
+    ("B-only", B_ONLY, None, None, RankDecision("B", "meets B; below A: max_drawdown 0.20 >= 0.20")),
+    ("B-only-validated", B_ONLY, None, "validated", RankDecision("B", "meets B; below A: max_drawdown 0.20 >= 0.20")),
+    ("B-only-overfit", B_ONLY, None, "overfit", RankDecision("B", "meets B; below A: max_drawdown 0.20 >= 0.20")),
+    ("B-without-dsr-stays-B", with_(B_ONLY, dsr=None), None, None,
+     RankDecision("B", "meets B; below A: max_drawdown 0.20 >= 0.20")),
+    ("A-criteria-dsr-below-gate", with_(A_LEVEL, dsr=0.90), None, None,
+     RankDecision("B", "meets B; below A: dsr 0.90 < 0.95")),
+    ("A-criteria-dsr-null", with_(A_LEVEL, dsr=None), None, None, RankDecision("B", "meets B; below A: dsr null")),
+    ("S-figures-dsr-below-gate", with_(S_LEVEL, dsr=0.5), None, "validated",
+     RankDecision("B", "meets B; below A: dsr 0.50 < 0.95")),
+    ("A-candidate", A_LEVEL, None, None, RankDecision("B", "meets A on IS; holdout pending", wants_oos=True)),
+    ("S-figures-candidate", S_LEVEL, None, "validated",
+     RankDecision("B", "meets A on IS; holdout pending", wants_oos=True)),
+    ("holdout-fail", A_LEVEL, "fail", None, RankDecision("B", "holdout failed")),
+    ("holdout-fail-S-figures", S_LEVEL, "fail", "validated", RankDecision("B", "holdout failed")),
+    ("holdout-pass", A_LEVEL, "pass", None, RankDecision("A", "meets A (holdout passed); below S: max_drawdown "
+                                                              "0.18 >= 0.15")),
+    ("holdout-pass-dsr-fell", with_(A_LEVEL, dsr=0.10), "pass", None,
+     RankDecision("A", "meets A (holdout passed); below S: max_drawdown 0.18 >= 0.15")),
+    ("holdout-pass-dsr-null", with_(A_LEVEL, dsr=None), "pass", None,
+     RankDecision("A", "meets A (holdout passed); below S: max_drawdown 0.18 >= 0.15")),
+    ("holdout-pass-validated-but-S-dd", A_LEVEL, "pass", "validated",
+     RankDecision("A", "meets A (holdout passed); below S: max_drawdown 0.18 >= 0.15")),
+    ("S-validated", S_LEVEL, "pass", "validated", RankDecision("S", "S: holdout passed and walk-forward validated")),
+    ("S-validated-dsr-fell", with_(S_LEVEL, dsr=0.10), "pass", "validated",
+     RankDecision("S", "S: holdout passed and walk-forward validated")),
+    ("S-no-wfv", S_LEVEL, "pass", None, RankDecision("A", "S criteria met, walk-forward pending: stays A")),
+    ("S-weak", S_LEVEL, "pass", "weak", RankDecision("A", "S criteria met, walk-forward weak: stays A")),
+    ("S-error", S_LEVEL, "pass", "error", RankDecision("A", "S criteria met, walk-forward error: stays A")),
+    ("S-timeout", S_LEVEL, "pass", "timeout", RankDecision("A", "S criteria met, walk-forward timeout: stays A")),
+    ("A-overfit", A_LEVEL, "pass", "overfit", RankDecision("B", "walk-forward overfit: demoted to B")),
+    ("S-overfit", S_LEVEL, "pass", "overfit", RankDecision("B", "walk-forward overfit: demoted to B")),
+    ("overfit-and-holdout-fail", S_LEVEL, "fail", "overfit", RankDecision("B", "holdout failed")),
+    ("trend-follower-S", TREND_FOLLOWER, "pass", "validated",
+     RankDecision("S", "S: holdout passed and walk-forward validated")),
+]
 
 
-class TestIsBacktest:
-    @pytest.mark.parametrize(
-        ("metrics", "expected"),
-        [
-            (BELOW_B, RankDecision("graveyard", "below B: sharpe 0.10 < 0.15")),
-            (with_(S_LEVEL, trades=19), RankDecision("graveyard", "below B: trades 19 < 20")),
-            (with_(S_LEVEL, max_drawdown=0.25), RankDecision("graveyard", "below B: max_drawdown 0.25 >= 0.25")),
-            (with_(S_LEVEL, profit_factor=None), RankDecision("graveyard", "below B: profit_factor null")),
-            (B_ONLY, RankDecision("B", "meets B")),
-            (with_(A_BASE, trades=29), RankDecision("B", "meets B")),
-            (with_(A_BASE, sharpe=0.4499), RankDecision("B", "meets B")),
-        ],
-        ids=[
-            "below-B",
-            "too-few-trades",
-            "dd-at-B-limit",
-            "null-pf",
-            "B-only",
-            "A-figures-few-trades",
-            "A-sharpe-short",
-        ],
-    )
-    def test_is_ranks(self, metrics: dict[str, float | int | None], expected: RankDecision) -> None:
-        """Below B goes to the graveyard with the first missed threshold; B met without the A base stays B."""
-        assert decide(metrics, oos=0.9) == expected
+class TestDecideRank:
+    @pytest.mark.parametrize(("metrics", "oos", "wfv", "expected"), [d[1:] for d in DECISIONS],
+                             ids=[d[0] for d in DECISIONS])
+    def test_decision_table(self, metrics: Figures, oos: str | None, wfv: str | None, expected: RankDecision) -> None:
+        """SPEC §5 with wfv.affects_rank: B, then A = A's criteria (DSR gate) + holdout pass, then S = S + validated."""
+        assert decide(metrics, oos, wfv) == expected
 
-    @pytest.mark.parametrize("oos", [None, 0.0, 0.9])
-    def test_graveyard_whatever_the_oos(self, oos: float | None) -> None:
-        """The IS figures gate everything: a good OOS Sharpe cannot lift a strategy below B."""
-        assert decide(BELOW_B, oos=oos).rank == "graveyard"
+    @pytest.mark.parametrize("dsr", [0.99, 0.95, 0.5, 0.0, None])
+    def test_ledger_growth_never_demotes_after_the_holdout(self, dsr: float | None) -> None:
+        """Once the holdout is passed, a DSR that fell (more trials elsewhere) keeps A, and S with validated."""
+        assert decide(with_(A_LEVEL, dsr=dsr), "pass").rank == "A"
+        assert decide(with_(S_LEVEL, dsr=dsr), "pass", "validated").rank == "S"
 
+    @pytest.mark.parametrize("dsr", [0.9499, 0.5, 0.0, None])
+    def test_the_dsr_gate_holds_before_the_holdout(self, dsr: float | None) -> None:
+        """Before a holdout verdict, a DSR under the gate keeps the strategy B and asks no holdout look."""
+        decision = decide(with_(S_LEVEL, dsr=dsr))
+        assert (decision.rank, decision.wants_oos) == ("B", False)
+        assert "dsr" in decision.reason
 
-class TestOos:
-    @pytest.mark.parametrize(
-        ("metrics", "oos", "expected"),
-        [
-            (A_BASE, None, RankDecision("B", "A base met, OOS pending", wants_oos=True)),
-            (S_LEVEL, None, RankDecision("B", "A base met, OOS pending", wants_oos=True)),
-            (A_BASE, 0.35, RankDecision("A", "meets A; below S: sharpe 0.50 < 0.75")),
-            (A_BASE, 0.3499, RankDecision("B", "OOS 0.3499 < 0.35")),
-            (A_BASE, 0.20, RankDecision("B", "OOS 0.20 < 0.35")),
-            (S_LEVEL, 0.10, RankDecision("B", "OOS 0.10 < 0.35")),
-            (B_ONLY, None, RankDecision("B", "meets B")),
-        ],
-        ids=[
-            "A-candidate",
-            "S-figures-candidate",
-            "oos-at-min",
-            "oos-just-below",
-            "oos-below",
-            "S-oos-below",
-            "B-only",
-        ],
-    )
-    def test_a_needs_oos(self, metrics: dict[str, float | int], oos: float | None, expected: RankDecision) -> None:
-        """The A base plus an unknown OOS wants OOS; A needs OOS >= min, else it stays B and says why."""
-        assert decide(metrics, oos=oos) == expected
+    @pytest.mark.parametrize(("oos", "wants_oos"), [(None, True), ("fail", False), ("pass", False)])
+    def test_only_a_missing_holdout_verdict_is_wanted(self, oos: str | None, wants_oos: bool) -> None:
+        """wants_oos only while the holdout has not spoken."""
+        assert decide(A_LEVEL, oos).wants_oos is wants_oos
 
-    @pytest.mark.parametrize(("oos", "wants_oos"), [(None, True), (-0.5, False), (0.0, False), (1.0, False)])
-    def test_only_an_unknown_oos_is_wanted(self, oos: float | None, wants_oos: bool) -> None:
-        """wants_oos is False once the OOS Sharpe is known, whatever it is (0.0 is a known figure)."""
-        assert decide(A_BASE, oos=oos).wants_oos is wants_oos
+    def test_a_trend_follower_reaches_s_under_the_defaults(self) -> None:
+        """Win rate 0.38 (a trend follower's 35-45%): no default gate stops it; a configured one would."""
+        assert decide(TREND_FOLLOWER, "pass", "validated").rank == "S"
+        gated = RanksConfig(S=RankCriteria(max_drawdown=0.15, win_rate=0.5))
+        assert decide(TREND_FOLLOWER, "pass", "validated", ranks=gated) == RankDecision(
+            "A", "meets A (holdout passed); below S: win_rate 0.38 < 0.50")
 
 
-class TestS:
-    @pytest.mark.parametrize(
-        ("metrics", "expected"),
-        [
-            (S_LEVEL, RankDecision("S", "S")),
-            (with_(S_LEVEL, psr=0.94), RankDecision("A", "meets A; below S: psr 0.94 < 0.95")),
-            (with_(S_LEVEL, psr=None), RankDecision("A", "meets A; below S: psr null")),
-            (with_(S_LEVEL, sharpe=0.70), RankDecision("A", "meets A; below S: sharpe 0.70 < 0.75")),
-            (with_(S_LEVEL, max_drawdown=0.10), RankDecision("A", "meets A; below S: max_drawdown 0.10 >= 0.10")),
-        ],
-        ids=["S", "psr-below", "psr-null", "sharpe-below", "dd-at-limit"],
-    )
-    def test_s_criteria(self, metrics: dict[str, float | int | None], expected: RankDecision) -> None:
-        """S is A plus the S criteria, psr included; short of them the strategy stays A."""
-        assert decide(metrics, oos=0.5) == expected
-
-
-class TestWfv:
-    @pytest.mark.parametrize(
-        ("metrics", "wfv", "expected"),
-        [
-            (S_LEVEL, "validated", RankDecision("S", "S")),
-            (S_LEVEL, None, RankDecision("A", "S criteria met, WFV pending: stays A")),
-            (S_LEVEL, "weak", RankDecision("A", "S criteria met, WFV weak: stays A")),
-            (S_LEVEL, "error", RankDecision("A", "S criteria met, WFV error: stays A")),
-            (S_LEVEL, "overfit", RankDecision("B", "WFV overfit: demoted to B")),
-            (A_BASE, "overfit", RankDecision("B", "WFV overfit: demoted to B")),
-            (A_BASE, "validated", RankDecision("A", "meets A; below S: sharpe 0.50 < 0.75")),
-            (B_ONLY, "overfit", RankDecision("B", "meets B")),
-            (B_ONLY, "validated", RankDecision("B", "meets B")),
-            (BELOW_B, "validated", RankDecision("graveyard", "below B: sharpe 0.10 < 0.15")),
-        ],
-        ids=[
-            "S-validated",
-            "S-no-wfv",
-            "S-weak",
-            "S-error",
-            "S-overfit",
-            "A-overfit",
-            "A-validated",
-            "B-overfit",
-            "B-validated",
-            "below-B-validated",
-        ],
-    )
-    def test_wfv_affects_rank(self, metrics: dict[str, float | int], wfv: str | None, expected: RankDecision) -> None:
-        """With wfv.affects_rank, S needs a validated WFV and an overfit one demotes A or S to B."""
-        assert decide(metrics, oos=0.5, wfv=wfv, affects=True) == expected
-
+class TestWfvAnalysisOnly:
     @pytest.mark.parametrize("wfv", [None, "validated", "weak", "overfit", "error"])
-    @pytest.mark.parametrize(("metrics", "rank"), [(S_LEVEL, "S"), (A_BASE, "A"), (B_ONLY, "B")])
-    def test_wfv_analysis_only(self, metrics: dict[str, float | int], rank: str, wfv: str | None) -> None:
-        """Without wfv.affects_rank no WFV decision changes a rank."""
-        assert decide(metrics, oos=0.5, wfv=wfv, affects=False).rank == rank
+    @pytest.mark.parametrize(("metrics", "rank"), [(S_LEVEL, "S"), (A_LEVEL, "A"), (B_ONLY, "B")])
+    def test_no_walk_forward_verdict_changes_a_rank(self, metrics: Figures, rank: str, wfv: str | None) -> None:
+        """With wfv.affects_rank false, S needs no walk-forward and overfit demotes nothing."""
+        assert decide(metrics, "pass", wfv, affects=False).rank == rank
 
-    def test_overfit_before_oos_keeps_the_a_candidate(self) -> None:
-        """An A candidate still wants its OOS Sharpe (SPEC: A base met, OOS unknown) even with an overfit WFV."""
-        assert decide(A_BASE, oos=None, wfv="overfit", affects=True) == RankDecision(
-            "B", "A base met, OOS pending", wants_oos=True
-        )
+    def test_s_without_a_walk_forward(self) -> None:
+        assert decide(S_LEVEL, "pass", None, affects=False) == RankDecision("S", "S")
+
+    def test_the_holdout_still_gates_a(self) -> None:
+        """affects_rank only concerns the walk-forward: a failed holdout still keeps S figures at B."""
+        assert decide(S_LEVEL, "fail", "validated", affects=False) == RankDecision("B", "holdout failed")
 
 
 def row(name: str, rank: str, sharpe: float | None) -> StrategyRow:
@@ -271,3 +274,9 @@ class TestWorstFirst:
     def test_order(self, weaker: StrategyRow, stronger: StrategyRow) -> None:
         """Rank decides first (B < A < S), then a null IS Sharpe, then the lower Sharpe, then the name."""
         assert worst_first_key(weaker) < worst_first_key(stronger)
+
+    def test_sorting_a_mixed_population(self) -> None:
+        """Sorted by the key, a population lists graveyard, B, A, S, incubator, weakest first within each."""
+        rows = [row("s2", "S", 2.0), row("i", "incubator", None), row("b2", "B", 0.9), row("a1", "A", 0.5),
+                row("g", "graveyard", 1.0), row("b1", "B", None), row("s1", "S", 0.8), row("b3", "B", 0.2)]
+        assert [r.name for r in sorted(rows, key=worst_first_key)] == ["g", "b1", "b3", "b2", "a1", "s1", "s2", "i"]
