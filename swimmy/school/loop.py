@@ -41,7 +41,7 @@ GRAVEYARD_KEEP_FACTOR = 10  # the graveyard keeps the newest 10 x population_max
 TICK_SEC = 1.0
 PARENTS = 50  # breeding draws from this many of a universe's best live strategies
 FLUSH_AT = 256  # IS results written in one transaction at most this many at a time
-FLUSH_SEC = 0.1
+FLUSH_SEC = 0.5  # one transaction and one N_eff update per half second of IS results (bench/fleet_bench.py)
 MIN_RANKED_FOR_AUDIT = 16  # SPEC §5: a universe is audited once it has this many ranked strategies
 BATCH = 64  # incubator strategies bred (one transaction) or read from the store at a time, per universe
 
