@@ -80,6 +80,7 @@ class _Request:
     deaths: int = 0  # workers that died holding it
     worker: bytes | None = None  # the identity holding it now; None while queued
     queued: bool = False
+    recovered: bool = False  # re-queued at start-up: a worker of the earlier run may still be running it
 
 
 @dataclass
@@ -90,7 +91,9 @@ class _Worker:
     data: dict[str, str]
     last_seen: float
     last_beat: float  # BUSY, a result, or READY while holding nothing
-    held: set[str] = field(default_factory=set)
+    # request_id -> None, in the order they were sent: the worker runs them in that order, so the first one
+    # is the one running (the one a death is blamed on); the rest were only waiting in the worker.
+    held: dict[str, None] = field(default_factory=dict)
     mismatch_reported: set[tuple[str, str]] = field(default_factory=set)
 
     @property
@@ -209,7 +212,7 @@ class BacktestClient:
         if extra:
             body.update(extra)
         req = _Request(request_id, encode_work(body), purpose, str(strategy.get("name", "")), universe, on_done,
-                       self._clock.monotonic() + self.timeout_sec)
+                       self._clock.monotonic() + self.timeout_sec, recovered=recover)
         self._requests[request_id] = req
         self.sent += 1
         self._enqueue(req)
@@ -264,7 +267,7 @@ class BacktestClient:
             return False  # its pipe is full: try again on the next pump
         req.queued = False
         req.worker = worker.identity
-        worker.held.add(req.request_id)
+        worker.held[req.request_id] = None
         if len(worker.held) == 1:
             worker.last_beat = self._clock.monotonic()  # BUSY beats are due from now on
         return True
@@ -340,8 +343,11 @@ class BacktestClient:
         worker = self._workers.get(identity)
         if worker is None:
             req = self._requests.get(busy.request_id or "")
-            if req is None or not req.queued:
-                return None  # not READY yet (or declared dead): its result is still taken by request_id
+            if req is None or not req.queued or not req.recovered:
+                # Not READY yet, or declared dead (a late beat of a worker already lost): its result is still
+                # taken by request_id, but it holds nothing. Only a request of the daemon's earlier run can be
+                # claimed by a worker that never sent READY to this one.
+                return None
             # A worker still running a request of the daemon's earlier run: it keeps it (no data, so no more
             # work, until its READY says what it has).
             worker = _Worker(identity, busy.worker, 1, {}, now, now)
@@ -349,11 +355,12 @@ class BacktestClient:
         worker.last_seen = worker.last_beat = now
         if busy.request_id is not None:
             req = self._requests.get(busy.request_id)
-            if req is not None and req.queued:
+            if req is not None and req.queued and req.recovered:
                 # A request re-queued at start-up that this worker still runs: it stays with it.
                 req.queued = False
+                req.recovered = False
                 req.worker = identity
-                worker.held.add(busy.request_id)
+                worker.held[busy.request_id] = None
         return None
 
     def handle_result(self, identity: bytes, msg: Message) -> Rejected | None:
@@ -364,7 +371,7 @@ class BacktestClient:
         now = self._clock.monotonic()
         worker = self._workers.get(identity)
         if worker is not None:
-            worker.held.discard(result.request_id)
+            worker.held.pop(result.request_id, None)
             worker.last_seen = worker.last_beat = now
         req = self._requests.get(result.request_id)
         mismatch = result.status == "error" and (result.error or "").startswith(DATA_MISMATCH)
@@ -403,7 +410,7 @@ class BacktestClient:
         if req.worker is not None and req.worker != (worker.identity if worker else None):
             other = self._workers.get(req.worker)
             if other is not None:
-                other.held.discard(req.request_id)  # its later answer is the duplicate
+                other.held.pop(req.request_id, None)  # its later answer is the duplicate
         self.completed += 1
         sharpe = result.metrics.get("sharpe") if result.metrics else None
         trades = result.metrics.get("trades") if result.metrics else None
@@ -457,7 +464,7 @@ class BacktestClient:
                 if req.worker is not None:
                     holder = self._workers.get(req.worker)
                     if holder is not None:
-                        holder.held.discard(req.request_id)
+                        holder.held.pop(req.request_id, None)
                 if not req.queued:
                     self._enqueue(req, front=True)
                 continue
@@ -468,7 +475,7 @@ class BacktestClient:
     def _give_up(self, req: _Request, now: float) -> None:
         del self._requests[req.request_id]
         if req.worker is not None and (holder := self._workers.get(req.worker)) is not None:
-            holder.held.discard(req.request_id)
+            holder.held.pop(req.request_id, None)
         req.queued = False
         self._timed_out[req.request_id] = req
         while len(self._timed_out) > MAX_INFLIGHT:
@@ -500,10 +507,12 @@ class BacktestClient:
         self.workers_lost += 1
         self._emit("worker.lost", service="engine", severity="warning", correlation_id=worker.worker_id,
                    data={"worker": worker.worker_id, "reason": reason, "held": len(worker.held)})
-        for request_id in sorted(worker.held):
+        for position, request_id in enumerate(worker.held):
             req = self._requests.get(request_id)
             if req is not None and req.worker == worker.identity:
-                self._requeue(req, worker.worker_id, f"worker {worker.worker_id} lost: {reason}", count_death=True)
+                # Only the request it was running (the oldest it held) may have killed it; the others waited.
+                self._requeue(req, worker.worker_id, f"worker {worker.worker_id} lost: {reason}",
+                              count_death=position == 0)
         worker.held.clear()
         self.pump()
 

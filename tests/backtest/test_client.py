@@ -160,7 +160,8 @@ class TestLiveness:
         assert lost.data["worker"] == "a" and "no BUSY beat" in lost.data["reason"]
         requeued = emit.of_type("backtest.requeued")
         assert sorted(e.data["request_id"] for e in requeued) == sorted(rids)
-        assert all(e.data["worker"] == "a" and e.data["attempts"] == 1 and e.severity == "warning" for e in requeued)
+        assert all(e.data["worker"] == "a" and e.severity == "warning" for e in requeued)
+        assert [e.data["attempts"] for e in requeued] == [1, 0]  # only the one it was running counts as a death
         assert sorted(b["request_id"] for b in router.to(B)) == sorted(rids)
         for rid in rids:
             answer(client, B, rid)
@@ -233,6 +234,30 @@ class TestQuarantine:
         assert outcomes[0].status == "quarantined" and "quarantined" in (outcomes[0].error or "")
         ready(client, b"id-9", "w9")
         assert router.to(b"id-9") == [] and not client.is_inflight(rid)
+
+    def test_only_the_request_a_worker_was_running_is_blamed_for_its_death(self) -> None:
+        """A worker runs its requests in the order sent: the second one only waited, so it is not poison."""
+        client, emit, _, _, outcomes = make(max_attempts=1)
+        ready(client, A, "a", credit=2)
+        running = submit(client, outcomes)
+        waiting = submit(client, outcomes)
+        client.worker_gone("a", "process exited with code 17")
+        (q,) = emit.of_type("backtest.quarantined")
+        assert q.data["request_id"] == running
+        (requeued,) = emit.of_type("backtest.requeued")
+        assert requeued.data["request_id"] == waiting and requeued.data["attempts"] == 0
+        assert client.is_inflight(waiting) and not client.is_inflight(running)
+
+    def test_a_late_beat_of_a_lost_worker_claims_nothing(self) -> None:
+        """The worker died (send failed); its last BUSY arrives after: the request stays queued for another."""
+        client, _, _, router, outcomes = make()
+        ready(client, A, "a")
+        rid = submit(client, outcomes)
+        client.worker_gone("a", "send failed: Host unreachable")
+        assert client.handle_busy(A, msg(busy_body(worker="a", request_id=rid, progress=0.0))) is None
+        assert client.live_workers() == 0 and client.queued() == 1
+        ready(client, B, "b")
+        assert router.to(B)[0]["request_id"] == rid
 
     def test_a_data_mismatch_is_requeued_never_counted_against_the_strategy(self) -> None:
         """The worker's file changed since its READY: the answer is discarded and the request goes elsewhere."""
