@@ -266,8 +266,8 @@ class Daemon:
             lambda identity, payload: work_reader.send([identity, payload]), self.emit, self.clock,
             timeout_sec=cfg.backtest.timeout_sec, worker_timeout_sec=cfg.backtest.worker_timeout_sec,
             max_attempts=cfg.backtest.max_attempts, universe_hash=self._universe_hash, costs_for=self._costs_for,
-            on_progress=self.progress.beater("backtest-client"), debug_events=cfg.telemetry.log_level == "debug")
-        self.backtests.universes = tuple(universe_name(s, cfg.school.timeframe) for s in cfg.school.symbols)
+            on_progress=self.progress.beater("backtest-client"), debug_events=cfg.telemetry.log_level == "debug",
+            universes=tuple(universe_name(s, cfg.school.timeframe) for s in cfg.school.symbols))
         for kind, handler in (("READY", self.backtests.handle_ready), ("BUSY", self.backtests.handle_busy),
                               ("BACKTEST_RESULT", self.backtests.handle_result)):
             self.dispatcher.register_work(kind, handler)

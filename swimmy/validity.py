@@ -12,6 +12,7 @@ on it (random walks promote nothing; a planted trend is found, by trend follower
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import random
 from collections import Counter
 from dataclasses import dataclass, field
@@ -138,10 +139,8 @@ def run_school(directory: Path, kind: str, seed: int, *, trials: int = 1000, bar
         client.handle_ready(WORKER, _ready(cfg, {universe: digest or ""}))
         for _ in range(max_cycles):
             n, _ = school.ledger.counts(universe)
-            if n >= trials and not school.cfg.school.breed:
-                pass
-            elif n >= trials:
-                school.cfg = _no_breeding(school.cfg)
+            if n >= trials and school.cfg.school.breed:
+                school.cfg = dataclasses.replace(school.cfg, school=dataclasses.replace(school.cfg.school, breed=False))
             school.cycle()
             worker.serve(client)
             school.flush_results()
@@ -179,12 +178,6 @@ def _ready(cfg: Config, data: dict[str, str]) -> Message:
                 version=WORK_VERSION)
     assert isinstance(msg, Message)
     return msg
-
-
-def _no_breeding(cfg: Config) -> Config:
-    import dataclasses
-
-    return dataclasses.replace(cfg, school=dataclasses.replace(cfg.school, breed=False))
 
 
 def _record_firsts(verdicts: Verdicts, emit: CapturingEmitter, school: School, universe: str) -> None:

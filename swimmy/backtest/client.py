@@ -113,7 +113,8 @@ class BacktestClient:
                  worker_timeout_sec: float = 5.0, max_attempts: int = 3,
                  universe_hash: Callable[[str], str | None] | None = None,
                  costs_for: Callable[[str], dict[str, float]] | None = None,
-                 on_progress: Callable[[], None] | None = None, debug_events: bool = False) -> None:
+                 on_progress: Callable[[], None] | None = None, debug_events: bool = False,
+                 universes: tuple[str, ...] = ()) -> None:
         self._send = send
         self._emit = emit
         self._clock = clock
@@ -124,6 +125,7 @@ class BacktestClient:
         self._costs_for = costs_for or (lambda symbol: {"spread_pips": 0.0, "slippage_pips": 0.0, "pip": 0.0001})
         self._on_progress = on_progress or (lambda: None)
         self.debug_events = debug_events  # IS backtest.completed is debug: written only at log_level debug
+        self.universes = universes  # the configured universes (what a READY's data is checked against)
         self.on_credit: Callable[[], None] = lambda: None  # the school tops up its IS work when credit frees
         self._requests: dict[str, _Request] = {}
         self._queues: dict[tuple[int, str], deque[str]] = {}
@@ -332,35 +334,29 @@ class BacktestClient:
     def _known_universes(self) -> set[str]:
         return {u for (_, u) in self._queues} | set(self.universes)
 
-    universes: tuple[str, ...] = ()  # the configured universes, set by the daemon (for mismatch reports)
-
     def handle_busy(self, identity: bytes, msg: Message) -> Rejected | None:
         """BUSY: the worker's backtest thread is alive; a request it holds from an earlier run is claimed."""
         busy = parse_busy(msg)
         if isinstance(busy, Rejected):
             return busy
         now = self._clock.monotonic()
+        req = self._requests.get(busy.request_id or "")
+        # Only a request re-queued at start-up can be claimed: a worker of the earlier run still runs it. A late
+        # beat of a worker already declared lost claims nothing (its result is still taken by request_id).
+        claim = req is not None and req.queued and req.recovered
         worker = self._workers.get(identity)
         if worker is None:
-            req = self._requests.get(busy.request_id or "")
-            if req is None or not req.queued or not req.recovered:
-                # Not READY yet, or declared dead (a late beat of a worker already lost): its result is still
-                # taken by request_id, but it holds nothing. Only a request of the daemon's earlier run can be
-                # claimed by a worker that never sent READY to this one.
-                return None
-            # A worker still running a request of the daemon's earlier run: it keeps it (no data, so no more
-            # work, until its READY says what it has).
+            if not claim:
+                return None  # not READY yet, or declared dead
+            # It joins the table holding that one request, with no data (no more work) until its READY.
             worker = _Worker(identity, busy.worker, 1, {}, now, now)
             self._workers[identity] = worker
         worker.last_seen = worker.last_beat = now
-        if busy.request_id is not None:
-            req = self._requests.get(busy.request_id)
-            if req is not None and req.queued and req.recovered:
-                # A request re-queued at start-up that this worker still runs: it stays with it.
-                req.queued = False
-                req.recovered = False
-                req.worker = identity
-                worker.held[busy.request_id] = None
+        if claim and req is not None:
+            req.queued = False
+            req.recovered = False
+            req.worker = identity
+            worker.held[req.request_id] = None
         return None
 
     def handle_result(self, identity: bytes, msg: Message) -> Rejected | None:

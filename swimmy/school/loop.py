@@ -124,7 +124,7 @@ def _num(value: object) -> float | None:
     return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
 
 
-def trial_row(row: StrategyRow, outcome: Outcome, now: float) -> TrialRow | None:
+def trial_row(row: StrategyRow, outcome: Outcome, now: float) -> TrialRow:
     """The ledger's row for a finished IS backtest."""
     metrics = outcome.metrics or {}
     result = outcome.result
@@ -521,7 +521,7 @@ class School:
         now = self._clock.time()
         trials = [trial_row(row, outcome, now) for outcome, row in done
                   if outcome.status == "ok" and outcome.metrics is not None]
-        self.ledger.record([t for t in trials if t is not None], now)
+        self.ledger.record(trials, now)
         records: list[tuple[str, dict[str, float | int | None], str]] = []
         ranked: list[tuple[StrategyRow, str, str, dict[str, float | int | None]]] = []
         for outcome, row in done:

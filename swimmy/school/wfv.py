@@ -252,7 +252,7 @@ class WfvScheduler:
             result = FoldResult(self._fold_range(wfv_id, fold), "error", error=result)
         self._folds.setdefault(wfv_id, {})[fold] = result
         self._store.set_wfv_fold(wfv_id, fold, result.status, orjson.dumps(
-            {"fold": _fold_json(result), "metrics": result.test_metrics}).decode())
+            {**fold_result_fields(result), "metrics": result.test_metrics}).decode())
         for part, sharpe in (("IS", result.train_sharpe), ("OOS", result.test_sharpe)):
             data: dict[str, Any] = {"wfv_id": wfv_id, "fold": fold, "part": part, "sharpe": sharpe,
                                     "params": result.params, "status": result.status,
@@ -328,6 +328,3 @@ class WfvScheduler:
                        data={"wfv_id": wfv_id, "strategy": row.strategy, "age_sec": round(age, 3),
                              "missing": missing})
 
-
-def _fold_json(result: FoldResult) -> dict[str, Any]:
-    return dict(fold_result_fields(result)["fold"])

@@ -222,12 +222,20 @@ def busy_body(*, worker: str, request_id: str | None, progress: float | None) ->
     return {"type": "BUSY", "worker": worker, "request_id": request_id, "progress": progress}
 
 
+def _worker(msg: Message) -> str | Rejected:
+    """The `worker` id every READY and BUSY names."""
+    worker = msg.body.get("worker")
+    if not isinstance(worker, str) or not _is_text(worker):
+        return Rejected(MISSING_FIELD if worker is None else BAD_FIELD, msg.size, msg.type, None, detail="worker")
+    return worker
+
+
 def parse_ready(msg: Message) -> Ready | Rejected:
     """READY: `worker` text, `credit` an integer 1..MAX_CREDIT, `data` an object of universe -> hash."""
     body = msg.body
-    worker = body.get("worker")
-    if not _is_text(worker):
-        return Rejected(MISSING_FIELD if worker is None else BAD_FIELD, msg.size, msg.type, None, detail="worker")
+    worker = _worker(msg)
+    if isinstance(worker, Rejected):
+        return worker
     credit = body.get("credit")
     if isinstance(credit, bool) or not isinstance(credit, int) or not 1 <= credit <= MAX_CREDIT:
         return Rejected(BAD_FIELD, msg.size, msg.type, None, detail=f"credit must be 1..{MAX_CREDIT}")
@@ -235,22 +243,22 @@ def parse_ready(msg: Message) -> Ready | Rejected:
     if not isinstance(data, dict) or len(data) > MAX_CREDIT or not all(
             _is_text(k) and _is_text(v) for k, v in data.items()):
         return Rejected(BAD_FIELD, msg.size, msg.type, None, detail="data must map universe names to hashes")
-    return Ready(str(worker), credit, dict(data))
+    return Ready(worker, credit, dict(data))
 
 
 def parse_busy(msg: Message) -> Busy | Rejected:
     """BUSY: `worker` text, `request_id` text or null, `progress` a number or null."""
     body = msg.body
-    worker = body.get("worker")
-    if not _is_text(worker):
-        return Rejected(MISSING_FIELD if worker is None else BAD_FIELD, msg.size, msg.type, None, detail="worker")
+    worker = _worker(msg)
+    if isinstance(worker, Rejected):
+        return worker
     request_id = body.get("request_id")
     if request_id is not None and not _is_text(request_id):
         return Rejected(BAD_FIELD, msg.size, msg.type, None, detail="request_id")
     progress = body.get("progress")
     if progress is not None and (isinstance(progress, bool) or not isinstance(progress, int | float)):
         return Rejected(BAD_FIELD, msg.size, msg.type, request_id, detail="progress")
-    return Busy(str(worker), request_id, float(progress) if progress is not None else None)
+    return Busy(worker, request_id, float(progress) if progress is not None else None)
 
 
 def parse_backtest_request(msg: Message) -> BacktestRequest | Rejected:
