@@ -91,6 +91,17 @@ class TestRequests:
         oos.tick()
         assert kit.events("oos.requested") == []
 
+    def test_a_manual_look_below_the_dsr_gate_is_recorded_but_promotes_nothing(self, kit: Kit) -> None:
+        """`swimmy oos request` on a strategy the DSR gate has not let through: its pass is `ungated`, not A."""
+        kit.add("below", is_dsr=0.5)
+        oos = OosRequester(kit.cfg, kit.store, kit.client, kit.emit, kit.clock,
+                           oos_start=lambda symbol, timeframe: OOS_START, rerank=lambda name, why: None)
+        oos.request_now("below")
+        kit.answer(kit.pipe.last("oos"), sharpe=0.9)
+        (result,) = kit.events("oos.result")
+        assert result.data["decision"] == "ungated" and "DSR below the A gate" in result.data["why"]
+        assert kit.store.get_strategy("below").oos_decision == "ungated"  # type: ignore[union-attr]
+
     def test_one_look_per_universe_per_tick_best_dsr_first(self, kit: Kit) -> None:
         """The holdout is spent sparingly: of three candidates only the best DSR is sent this tick."""
         for name, dsr in (("low", 0.96), ("best", 0.999), ("mid", 0.98)):
