@@ -57,7 +57,7 @@ async def submit_many(config: Path, bodies: list[dict[str, Any]], parallel: int 
     async def one(body: dict[str, Any]) -> str:
         async with gate:
             reply = await request(wire, cfg.control.endpoint, "backtest.submit", body, timeout_sec=20, curve=False)
-            assert reply["ok"], reply
+            assert reply["ok"], (reply, events(config.parent, "worker.lost"))
             return str(reply["result"]["request_id"])
 
     try:
@@ -206,7 +206,9 @@ class TestData:
         theirs = tmp_path / "theirs"
         theirs.mkdir()
         shutil.copy(DATA / "EURUSD_H1.csv", theirs / "EURUSD_H1.csv")
-        config, daemon = start_daemon(tmp_path, daemon_factory, 0, backtest={"worker_timeout_sec": 3})
+        # No liveness timeout is under test here: a generous one keeps a loaded CI machine from losing the
+        # remote worker between its READY and the submit (which would refuse it: no worker has the data).
+        config, daemon = start_daemon(tmp_path, daemon_factory, 0, backtest={"worker_timeout_sec": 10})
         worker_config = tmp_path / "worker.toml"
         worker_config.write_text(config.read_text().replace(str(DATA), str(theirs)))
         remote = WorkerProcess(worker_config, "remote")
@@ -302,7 +304,7 @@ class TestRemoteCurve:
                     wire.close()
 
             reply = asyncio.run(go())
-            assert reply["ok"], reply
+            assert reply["ok"], (reply, events(config.parent, "worker.lost"))
             rid = reply["result"]["request_id"]
             (done,) = wait_until(lambda: events(tmp_path, "backtest.completed", request_id=rid), 20, "the answer")
             assert done["data"]["worker"] == "far" and done["data"]["status"] == "ok"
