@@ -169,6 +169,9 @@ def _run(args: argparse.Namespace) -> int:
     if args.exit_after is not None and args.exit_after <= 0:
         print("swimmy: --exit-after must be > 0", file=sys.stderr)
         return 2
+    from swimmy.preflight import check_paths
+
+    check_paths(cfg)
     _ensure_synthetic(cfg)
     import uvloop  # deferred: only the daemon needs it
 
@@ -346,10 +349,12 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
+    from swimmy.preflight import check_paths
     from swimmy.wire.zmq import prepare_security
 
     cfg = load_config(args.config)
     prepare_security(cfg.zmq, cfg.control.endpoint)  # what `run` would refuse, refused here too
+    check_paths(cfg)
     for warning in cfg.warnings:
         print(f"swimmy: warning: {warning}", file=sys.stderr)
     sys.stdout.write(render_toml(cfg))

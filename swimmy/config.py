@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import math
 import os
+import stat
 import tomllib
 import types
 import typing
@@ -53,6 +55,18 @@ def _check_mute(value: tuple[str, ...]) -> str | None:
     unknown = [v for v in value if v not in DISCORD_KINDS]
     if unknown:
         return f"unknown notification kind {unknown[0]!r} (known: {', '.join(DISCORD_KINDS)})"
+    return None
+
+
+def _check_symbols(value: tuple[str, ...]) -> str | None:
+    if not value:
+        return "must name at least one symbol (a school without a universe does nothing)"
+    bad = [v for v in value if not v or not v.replace("_", "").replace(".", "").isalnum() or len(v) > 32]
+    if bad:
+        return f"a symbol is letters, digits, _ and . (at most 32), got {bad[0]!r}"
+    duplicate = next((v for v in value if value.count(v) > 1), None)
+    if duplicate is not None:
+        return f"{duplicate!r} is listed twice"
     return None
 
 
@@ -130,7 +144,7 @@ class SchoolConfig:
 
     db_path: Path = Path("var/school.db")
     data_dir: Path = Path("data")
-    symbols: tuple[str, ...] = _opt(["EURUSD"])
+    symbols: tuple[str, ...] = _opt(["EURUSD"], check=_check_symbols)
     timeframe: Timeframe = "H1"
     cycle_sec: float = _opt(10, gt=0)
     population_max: int = _opt(2000, ge=1)
@@ -340,6 +354,9 @@ def load_config(path: str | os.PathLike[str]) -> Config:
     """Read and validate a TOML file; relative paths resolve against its directory."""
     path = Path(path)
     try:
+        # A FIFO or a device would block the read (or never end): only a regular file is a config.
+        if not stat.S_ISREG(path.stat().st_mode):
+            raise ConfigError([f"{path}: cannot read config: not a regular file"])
         raw = path.read_bytes()
     except OSError as exc:
         raise ConfigError([f"{path}: cannot read config: {exc.strerror or exc}"]) from None
@@ -459,6 +476,8 @@ def _coerce(value: Any, hint: Any, rules: Mapping[str, Any]) -> tuple[Any, str |
         if isinstance(value, bool) or not isinstance(value, int | float):
             return None, f"must be a number, got {_describe(value)}"
         value = float(value)
+        if not math.isfinite(value):
+            return None, f"must be a finite number, got {_describe(value)}"
     elif hint is str:
         if not isinstance(value, str):
             return None, f"must be a string, got {_describe(value)}"

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
-from helpers import run_cli
+from helpers import REPO, run_cli
 
 from swimmy.config import (
     Config,
@@ -16,6 +17,8 @@ from swimmy.config import (
     webhook_urls,
 )
 from swimmy.errors import ConfigError
+
+SAMPLE_DATA = f'[school]\ndata_dir = "{REPO / "data" / "eurusd-h1-2017"}"\n'
 
 
 class TestDefaults:
@@ -108,6 +111,13 @@ class TestErrors:
             ({"school": {"symbols": "EURUSD"}}, "school.symbols: must be an array of strings"),
             ({"telemetry": 3}, "telemetry: must be a table"),
             ({"discord": {"mute": ["peer.slient"]}}, "discord.mute: unknown notification kind 'peer.slient'"),
+            ({"school": {"cycle_sec": float("nan")}}, "school.cycle_sec: must be a finite number, got a float (nan)"),
+            ({"heartbeat": {"interval_sec": float("inf")}}, "heartbeat.interval_sec: must be a finite number"),
+            ({"oos": {"min_sharpe": float("-inf")}}, "oos.min_sharpe: must be a finite number"),
+            ({"ranks": {"S": {"sharpe": float("nan")}}}, "ranks.S.sharpe: must be a finite number"),
+            ({"school": {"symbols": []}}, "school.symbols: must name at least one symbol"),
+            ({"school": {"symbols": ["EURUSD", "EURUSD"]}}, "school.symbols: 'EURUSD' is listed twice"),
+            ({"school": {"symbols": ["EUR/USD"]}}, "school.symbols: a symbol is letters, digits"),
         ],
     )
     def test_each_kind_of_error_names_its_key_path(self, doc: dict[str, object], message: str) -> None:
@@ -151,6 +161,49 @@ class TestCli:
         assert key in result.stderr
         assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.toml"]
 
+    @pytest.mark.parametrize("command", [["run"], ["config", "check"]])
+    @pytest.mark.parametrize(
+        ("body", "message"),
+        [
+            ("[school]\ncycle_sec = nan\n", "school.cycle_sec: must be a finite number, got a float (nan)"),
+            ("[heartbeat]\ninterval_sec = inf\n", "heartbeat.interval_sec: must be a finite number"),
+            ("[school]\nsymbols = []\n", "school.symbols: must name at least one symbol"),
+            ('[school]\ndata_dir = "missing"\n', "school.data_dir: {tmp}/missing does not exist"),
+            ('[school]\ndata_dir = "empty"\n', "school.symbols: no configured universe has data"),
+            ('[telemetry]\npath = "logs"\n', "telemetry.path: {tmp}/logs is a directory"),
+            ('[telemetry]\npath = "afile/telemetry.jsonl"\n', "telemetry.path: {tmp}/afile (in "),
+            ('[school]\ndb_path = "logs"\n', "school.db_path: {tmp}/logs is a directory"),
+        ],
+    )
+    def test_configs_that_would_run_and_do_nothing_exit_2_before_anything_starts(
+        self, tmp_path: Path, body: str, message: str, command: list[str]
+    ) -> None:
+        """NaN/inf, no symbols, no data, a directory for a file: exit 2 naming the key, nothing created."""
+        (tmp_path / "logs").mkdir()
+        (tmp_path / "empty").mkdir()
+        (tmp_path / "afile").write_text("")
+        path = tmp_path / "bad.toml"
+        data = "" if "data_dir" in body else SAMPLE_DATA
+        if data and "[school]" in body:
+            body = body.replace("[school]\n", data)
+        else:
+            body = data + body
+        path.write_text(body + '[snapshots]\ndir = "state/snap"\n')
+        before = sorted(p.name for p in tmp_path.iterdir())
+        result = run_cli(*command, "--config", str(path), cwd=tmp_path, timeout=20)
+        assert result.returncode == 2, result.stderr
+        assert message.format(tmp=tmp_path) in result.stderr
+        assert sorted(p.name for p in tmp_path.iterdir()) == before, "nothing may be created"
+
+    @pytest.mark.parametrize("command", [["run"], ["config", "check"]])
+    def test_a_fifo_as_the_config_exits_2_instead_of_hanging(self, tmp_path: Path, command: list[str]) -> None:
+        """Reading a FIFO would block for ever: only a regular file is a config."""
+        fifo = tmp_path / "swimmy.toml"
+        os.mkfifo(fifo)
+        result = run_cli(*command, "--config", str(fifo), timeout=20)
+        assert result.returncode == 2
+        assert "swimmy.toml: cannot read config: not a regular file" in result.stderr
+
     def test_missing_config_file_exits_2(self, tmp_path: Path) -> None:
         """A config path that does not exist is a config error."""
         result = run_cli("run", "--config", str(tmp_path / "nope.toml"))
@@ -160,7 +213,7 @@ class TestCli:
     def test_config_check_prints_effective_config_with_secrets_redacted(self, tmp_path: Path) -> None:
         """`config check` prints every section; the webhook URL from the environment never appears."""
         path = tmp_path / "c.toml"
-        path.write_text("[heartbeat]\ninterval_sec = 3\n")
+        path.write_text(f"[heartbeat]\ninterval_sec = 3\n{SAMPLE_DATA}")
         secret = "https://discord.example/api/webhooks/123/SECRET-TOKEN"
         result = run_cli("config", "check", "--config", str(path), env={"SWIMMY_DISCORD_HEARTBEAT": secret})
         assert result.returncode == 0, result.stderr
@@ -182,7 +235,7 @@ class TestCli:
     def test_the_old_result_endpoint_still_loads_with_a_deprecation_warning(self, tmp_path: Path) -> None:
         """zmq.result_endpoint is no longer used (SPEC §4): an old config loads, and `config check` says so."""
         path = tmp_path / "c.toml"
-        path.write_text('[zmq]\nresult_endpoint = "tcp://127.0.0.1:5581"\n')
+        path.write_text(f'[zmq]\nresult_endpoint = "tcp://127.0.0.1:5581"\n{SAMPLE_DATA}')
         result = run_cli("config", "check", "--config", str(path))
         assert result.returncode == 0, result.stderr
         assert "warning: zmq.result_endpoint is deprecated and no longer used" in result.stderr

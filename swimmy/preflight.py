@@ -1,0 +1,82 @@
+"""What a valid config needs of the file system, checked before anything starts (exit 2).
+
+`config.py` is pure: it reads only the config file. The paths it names can still be
+wrong in ways that would let the daemon start and then do nothing, or fail for ever:
+a directory where the telemetry file should be, a data directory that does not exist.
+`swimmy run` and `swimmy config check` refuse those here, naming the key, before a
+lock, a socket or a file is touched. Nothing here creates or writes anything.
+"""
+
+from __future__ import annotations
+
+import stat
+from pathlib import Path
+
+from swimmy.backtest.data import data_path, universe_dir
+from swimmy.config import Config
+from swimmy.errors import ConfigError
+
+
+def check_paths(cfg: Config) -> None:
+    """Raise ConfigError listing every path problem of `cfg` (each naming its key)."""
+    problems = [
+        *_file("telemetry.path", cfg.telemetry.path),
+        *_file("school.db_path", cfg.school.db_path),
+        *_directory("snapshots.dir", cfg.snapshots.dir, must_exist=False),
+        *_data(cfg),
+    ]
+    if problems:
+        raise ConfigError(problems)
+
+
+def _file(key: str, path: Path) -> list[str]:
+    """A file we create or append to: absent (its directory is made) or a regular file."""
+    mode = _mode(path)
+    if mode is not None and stat.S_ISDIR(mode):
+        return [f"{key}: {path} is a directory; name a file in it"]
+    if mode is not None and not stat.S_ISREG(mode):
+        return [f"{key}: {path} is not a regular file"]
+    return _parent(key, path)
+
+
+def _directory(key: str, path: Path, *, must_exist: bool) -> list[str]:
+    mode = _mode(path)
+    if mode is None:
+        return [f"{key}: {path} does not exist"] if must_exist else _parent(key, path)
+    if not stat.S_ISDIR(mode):
+        return [f"{key}: {path} is not a directory"]
+    return []
+
+
+def _parent(key: str, path: Path) -> list[str]:
+    """The nearest existing ancestor must be a directory, or nothing can be created under it."""
+    for ancestor in path.parents:
+        mode = _mode(ancestor)
+        if mode is None:
+            continue
+        return [] if stat.S_ISDIR(mode) else [f"{key}: {ancestor} (in {path}) is not a directory"]
+    return []
+
+
+def _data(cfg: Config) -> list[str]:
+    """`school.data_dir` must exist when a symbol is read from it, and some universe must have data."""
+    school = cfg.school
+    from_data_dir = [s for s in school.symbols if universe_dir(cfg, s) == school.data_dir]
+    if from_data_dir:
+        problems = _directory("school.data_dir", school.data_dir, must_exist=True)
+        if problems:
+            return [f"{problems[0]} (it holds the data of {', '.join(from_data_dir)})"]
+    if len(from_data_dir) < len(school.symbols):
+        return []  # a [synthetic.SYMBOL] universe is generated at start-up when missing
+    files = [data_path(school.data_dir, s, school.timeframe) for s in from_data_dir]
+    if not any(_mode(f) is not None and stat.S_ISREG(_mode(f) or 0) for f in files):
+        return [f"school.symbols: no configured universe has data: {', '.join(str(f) for f in files)} "
+                "not found (docs/deploy.md, \"Market data\")"]
+    return []
+
+
+def _mode(path: Path) -> int | None:
+    try:
+        return path.stat().st_mode
+    except OSError:
+        return None
