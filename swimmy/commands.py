@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from swimmy.daemon import Daemon
 
 MAX_BLOCK_SEC = 30.0
+# The commands that wait: each runs in its own task (the control server caps how many at once). The
+# others change some state and answer at once, so the server answers them inline and never refuses one.
+SLOW_COMMANDS = frozenset({"debug.emit_burst", "debug.block_loop", "debug.sleep", "debug.load"})
 
 
 def build_commands(daemon: Daemon) -> dict[str, Command]:

@@ -30,7 +30,7 @@ from swimmy.backtest.client import BacktestClient
 from swimmy.backtest.data import universe_name
 from swimmy.backtest.strategies import pip_size
 from swimmy.clock import Clock, SystemClock
-from swimmy.commands import build_commands
+from swimmy.commands import SLOW_COMMANDS, build_commands
 from swimmy.config import Config, load_config, plan_reload, webhook_urls
 from swimmy.control import ControlServer
 from swimmy.dispatcher import Dispatcher, heartbeat_handler
@@ -298,7 +298,7 @@ class Daemon:
         assert self.store is not None
         self.school = School(cfg, self.store, self.backtests, self.emit, self.clock,
                              on_progress=self.progress.beater("school"), workers_ready=self._workers_ready)
-        self.control = ControlServer(control_sock, self.emit, build_commands(self),
+        self.control = ControlServer(control_sock, self.emit, build_commands(self), slow=SLOW_COMMANDS,
                                      on_progress=self.progress.beater("control"))
         if cfg.metrics.listen:
             self.metrics = MetricsServer(cfg.metrics.listen, self.figures, self.progress.stale)

@@ -167,6 +167,70 @@ class TestControl:
         assert daemon.stop() == 0
 
 
+class TestControlAdmission:
+    async def test_two_hundred_concurrent_pings_are_all_answered(self, tmp_path: Path, daemon_factory: Any) -> None:
+        """Instant commands are answered inline: 200 clients at once, none told "busy"."""
+        config = write_config(tmp_path)
+        daemon = daemon_factory(config)
+        await wait_for(lambda: started(tmp_path), 20, "start")
+        cfg = load_config(config)
+        wire = Wire(cfg.zmq)
+        try:
+            replies = await asyncio.gather(*(request(wire, cfg.control.endpoint, "ping", timeout_sec=20, curve=False)
+                                             for _ in range(200)))
+        finally:
+            wire.close()
+        assert [r["ok"] for r in replies] == [True] * 200, [r.get("error") for r in replies if not r["ok"]][:3]
+        assert daemon.stop() == 0
+
+    async def test_a_flood_is_served_and_only_running_slow_commands_count_against_the_cap(
+        self, tmp_path: Path, daemon_factory: Any
+    ) -> None:
+        """5,000 pings in a flood all get "ok" while 40 slow commands get 32 slots and 8 honest "busy" replies."""
+        config = write_config(tmp_path, {"debug": {"enabled": True}})
+        daemon = daemon_factory(config)
+        await wait_for(lambda: started(tmp_path), 20, "start")
+        endpoint = load_config(config).control.endpoint
+        ctx = zmq.asyncio.Context()
+        sockets = [ctx.socket(zmq.DEALER) for _ in range(6)]
+        for sock in sockets:
+            sock.setsockopt(zmq.SNDHWM, 0)
+            sock.setsockopt(zmq.RCVHWM, 0)
+            sock.connect(endpoint)
+
+        def body(i: int, command: str, args: dict[str, Any]) -> bytes:
+            return orjson.dumps({"v": 1, "type": "COMMAND", "id": f"{command}-{i}", "command": command,
+                                 "args": args})
+
+        async def collect(sock: Any, n: int) -> list[dict[str, Any]]:
+            out = []
+            while len(out) < n:
+                out.append(orjson.loads((await asyncio.wait_for(sock.recv_multipart(), 30))[-1]))
+            return out
+
+        try:
+            slow_sock, flood = sockets[0], sockets[1:]
+            for i in range(40):
+                await slow_sock.send(body(i, "debug.sleep", {"seconds": 2}))
+            for k, sock in enumerate(flood):
+                for i in range(1000):
+                    await sock.send(body(k * 1000 + i, "ping", {}))
+            pings = [r for group in await asyncio.gather(*(collect(s, 1000) for s in flood)) for r in group]
+            assert len(pings) == 5000 and all(r["ok"] for r in pings), [r for r in pings if not r["ok"]][:3]
+            sleeps = await collect(slow_sock, 40)
+            busy = [r for r in sleeps if not r["ok"]]
+            assert len(busy) == 8 and all(r["error"].startswith("busy: 32 slow commands are running") for r in busy)
+            # The slots free as the slow commands end: a new one is admitted.
+            await slow_sock.send(body(99, "debug.sleep", {"seconds": 0}))
+            (again,) = await collect(slow_sock, 1)
+            assert again["ok"] is True
+        finally:
+            for sock in sockets:
+                sock.close(linger=0)
+            ctx.term()
+        assert daemon.stop() == 0
+
+
 class TestCurve:
     def _keys(self, tmp_path: Path, name: str) -> Path:
         out = tmp_path / name
