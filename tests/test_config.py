@@ -184,10 +184,7 @@ class TestCli:
         (tmp_path / "afile").write_text("")
         path = tmp_path / "bad.toml"
         data = "" if "data_dir" in body else SAMPLE_DATA
-        if data and "[school]" in body:
-            body = body.replace("[school]\n", data)
-        else:
-            body = data + body
+        body = body.replace("[school]\n", data) if data and "[school]" in body else data + body
         path.write_text(body + '[snapshots]\ndir = "state/snap"\n')
         before = sorted(p.name for p in tmp_path.iterdir())
         result = run_cli(*command, "--config", str(path), cwd=tmp_path, timeout=20)
