@@ -5,7 +5,9 @@ It drains the queue in batches, encodes them, writes whole lines with one
 disk never stalls the loop), and survives every write failure: the batch is
 kept and retried with a capped backoff, a partial write is truncated back to
 its last complete line, and the first line written after an outage is
-`telemetry.recovered`.
+`telemetry.recovered`. An outage ends only with a whole batch written and
+fsynced, and after a full disk only once it has a margin free again, so a disk
+hovering at full gives one outage, not a flapping recovered/failing pair.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import asyncio
 import errno
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from swimmy.config import TelemetryConfig
@@ -29,6 +31,15 @@ TICK_SEC = 1.0  # the writer wakes at least this often: progress, fsync deadline
 BACKOFF_MIN_SEC = 0.05
 BACKOFF_MAX_SEC = 5.0
 FILE_MODE = 0o640
+# After ENOSPC or EDQUOT, a retry waits until the filesystem has this much free, and at least
+# RECOVERY_BATCH_MULTIPLE times the batch owed. A disk hovering at full (a few pages freed by another
+# writer, then taken again) would otherwise let one retry through and fail the next batch: a
+# telemetry.recovered and a new telemetry.failing, both on Discord, per wobble. A batch of typical lines
+# is under 100 KiB (256 lines of ~300 bytes), so 256 KiB holds the recovery batch and the next batches of
+# the backlog, and is still met by any real fix (a rotated log, a deleted backup) at once.
+RECOVERY_FREE_BYTES = 256 * 1024
+RECOVERY_BATCH_MULTIPLE = 4  # big events (up to max_event_bytes each) need room in proportion
+_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 class _PartialWrite(OSError):
@@ -49,6 +60,7 @@ class TelemetryWriter:
         encoder: Encoder,
         *,
         monotonic: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         on_progress: Callable[[], None] | None = None,
         on_state_change: Callable[[bool], None] | None = None,
     ) -> None:
@@ -57,6 +69,7 @@ class TelemetryWriter:
         self.queue = queue
         self.encoder = encoder
         self._monotonic = monotonic
+        self._sleep = sleep  # the wait between retries (tests pass a FakeClock's)
         self._on_progress = on_progress or (lambda: None)
         self._on_state_change = on_state_change or (lambda failing: None)
         self._fd: int | None = None
@@ -78,6 +91,7 @@ class TelemetryWriter:
         self._outage_start = 0.0
         self._outage_failed = 0
         self._outage_dropped_base = 0
+        self._last_errno: int | None = None
         self._idle = asyncio.Event()
         self._closing: set[asyncio.Task[bool]] = set()
         self.stall_sec = 0.0  # debug.stall_writer: sleep this long before the next batch
@@ -87,6 +101,7 @@ class TelemetryWriter:
         self.rotations = 0
         self.fsyncs = 0
         self.fsync_errors = 0
+        self.deferred_retries = 0  # retries skipped for want of free space (not failed writes: nothing was tried)
         self.failing = False
         self.last_error = ""
 
@@ -143,7 +158,7 @@ class TelemetryWriter:
                     self._report_drops()
                 elif now < self._retry_at:
                     self._idle.set()  # a failing writer is as flushed as it can be
-                    await asyncio.sleep(min(self._retry_at - now, TICK_SEC))
+                    await self._sleep(min(self._retry_at - now, TICK_SEC))
                     continue
                 if await self._write_pending():
                     await self._sync_after_write()
@@ -155,8 +170,21 @@ class TelemetryWriter:
     # -- writing -----------------------------------------------------------------------------
 
     async def _write_pending(self) -> bool:
+        """Write the owed header, telemetry.recovered (during an outage) and the pending batch; True if written.
+
+        During an outage the batch counts only whole and fsynced: a partial write, or a failed fsync, is
+        truncated away and the lines stay pending, so telemetry.recovered is never announced for a write
+        that the next line takes back. Outside an outage a partial write keeps its whole lines.
+        """
+        recovering = self.failing
+        if recovering and not self._room_to_recover():
+            self.deferred_retries += 1
+            self._try_truncate()  # a torn tail must not wait for the space to come back
+            self._schedule_retry(self._monotonic())
+            return False
         out: list[bytes] = []
-        has_header = has_recovered = False
+        has_header = False
+        start = 0  # the file's size before this write: what a failed recovery is truncated back to
         try:
             if self._fd is None:
                 self._open()
@@ -170,21 +198,30 @@ class TelemetryWriter:
             if self._header_line is not None:
                 out.append(self._header_line)
                 has_header = True
-            if self.failing:
+            if recovering:
                 out.append(self._recovered_line())
-                has_recovered = True
             out.extend(self._pending)
+            start = self._size
             self._write_all(b"".join(out))
         except _PartialWrite as exc:
-            self._committed(out, _whole_lines(out, exc.done), has_header, has_recovered)
-            self._truncate_to = self._size  # cut the torn tail before anything else is written
-            self._try_truncate()
+            if not recovering:
+                self._committed(out, _whole_lines(out, exc.done), has_header, has_recovered=False)
+            self._roll_back(start if recovering else self._size)
             self._fail(exc)
             return False
         except OSError as exc:
             self._fail(exc)
             return False
-        self._committed(out, len(out), has_header, has_recovered)
+        if recovering:
+            try:
+                await self._sync_recovery()
+            except OSError as exc:
+                self._roll_back(start)
+                self._fail(exc)
+                return False
+        self._committed(out, len(out), has_header, recovering)
+        if recovering:
+            self._dirty = False  # _sync_recovery made it durable
         return True
 
     def _write_all(self, buf: bytes) -> None:
@@ -198,6 +235,26 @@ class TelemetryWriter:
                 if done == 0:
                     raise
                 raise _PartialWrite(exc, done) from exc
+
+    def _roll_back(self, size: int) -> None:
+        """Cut the file back to `size` bytes now, or else before the next write."""
+        self._truncate_to = size
+        self._try_truncate()
+
+    async def _sync_recovery(self) -> None:
+        """fsync the batch that ends an outage, whatever `telemetry.fsync` says; raises OSError.
+
+        A disk that took the bytes may still fail to store them (a full thin pool, EIO at writeback):
+        the outage is declared over only once they are durable.
+        """
+        assert self._fd is not None
+        try:
+            await asyncio.to_thread(os.fsync, self._fd)
+        except OSError:
+            self.fsync_errors += 1
+            raise
+        self.fsyncs += 1
+        self._last_sync = self._monotonic()
 
     def _try_truncate(self) -> None:
         if self._fd is None or self._truncate_to is None:
@@ -247,11 +304,11 @@ class TelemetryWriter:
     def _fail(self, exc: OSError) -> None:
         self.failed_writes += 1
         self.last_error = _describe_os_error(exc)
+        self._last_errno = exc.errno
         now = self._monotonic()
-        self._backoff = min(BACKOFF_MAX_SEC, max(BACKOFF_MIN_SEC, self._backoff * 2))
-        self._retry_at = now + self._backoff
+        self._schedule_retry(now)
         if self.failing:
-            return
+            return  # the same outage: one telemetry.failing for it
         self.failing = True
         self._outage_start = now
         self._outage_failed = self.failed_writes - 1
@@ -264,6 +321,21 @@ class TelemetryWriter:
             data={"error": self.last_error, "path": str(self.path)},
         )
         self._on_state_change(True)
+
+    def _schedule_retry(self, now: float) -> None:
+        self._backoff = min(BACKOFF_MAX_SEC, max(BACKOFF_MIN_SEC, self._backoff * 2))
+        self._retry_at = now + self._backoff
+
+    def _room_to_recover(self) -> bool:
+        """Whether a retry may be tried: after ENOSPC or EDQUOT, only with RECOVERY_FREE_BYTES free (see there)."""
+        if self._last_errno not in _FULL_ERRNOS:
+            return True
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return True  # no answer is no reason to wait: the write itself will tell
+        owed = sum(map(len, self._pending)) + len(self._header_line or b"")
+        return st.f_bavail * st.f_frsize >= max(RECOVERY_FREE_BYTES, RECOVERY_BATCH_MULTIPLE * owed)
 
     def _recover(self) -> None:
         self.queue.announce("telemetry.recovered", "warning", self.encoder.run_id, self._recovered_data)
@@ -385,7 +457,7 @@ class TelemetryWriter:
         self._last_sync = self._monotonic()
 
     async def _sync_after_write(self) -> None:
-        if self._fd is None:
+        if self._fd is None or not self._dirty:
             return
         if self.cfg.fsync == "always" or (
             self.cfg.fsync == "interval"

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import errno
 import os
 import shutil
 import stat
-from collections.abc import AsyncIterator
+import time
+import types
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +20,8 @@ from helpers import read_all_events, read_events
 from swimmy.config import TelemetryConfig
 from swimmy.telemetry.envelope import Encoder
 from swimmy.telemetry.queue import EventQueue
-from swimmy.telemetry.writer import TelemetryWriter
+from swimmy.telemetry.writer import BACKOFF_MAX_SEC, TelemetryWriter
+from swimmy.testing import FakeClock
 
 
 @dataclasses.dataclass
@@ -36,12 +40,13 @@ class Pipeline:
 async def make_pipeline(tmp_path: Path) -> AsyncIterator[Any]:
     pipelines: list[Pipeline] = []
 
-    async def make(**overrides: Any) -> Pipeline:
+    async def make(clock: FakeClock | None = None, **overrides: Any) -> Pipeline:
         cfg = TelemetryConfig(**{"path": tmp_path / "logs" / "t.jsonl", "fsync": "off", **overrides})
         queue = EventQueue(cfg.queue_size)
         queue.bind_loop(asyncio.get_running_loop())
         encoder = Encoder(run_id="RUN", pid=os.getpid(), host="h", max_event_bytes=cfg.max_event_bytes)
-        writer = TelemetryWriter(cfg, queue, encoder)
+        timing = {"monotonic": clock.monotonic, "sleep": clock.sleep} if clock else {}
+        writer = TelemetryWriter(cfg, queue, encoder, **timing)
         writer.open()
         p = Pipeline(queue, writer, asyncio.create_task(writer.run()), Path(cfg.path))
         pipelines.append(p)
@@ -55,6 +60,87 @@ async def make_pipeline(tmp_path: Path) -> AsyncIterator[Any]:
 
 def seqs(events: list[dict[str, Any]]) -> list[int]:
     return sorted(e["seq"] for e in events)
+
+
+class FaultyDisk:
+    """The telemetry file's disk, failing on cue: os.write, os.fsync and os.statvfs answer for that file (and
+    its directory) as a full or failing disk would; every other fd and path goes to the real call."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, path: Path) -> None:
+        self.path = path
+        self.full = False  # every write() fails with ENOSPC
+        self.tear_tail_bytes: int | None = None  # the next write() stores all but this many bytes, then full
+        self.fsync_failures = 0  # the next N fsync() calls fail with EIO
+        self.free_bytes = 1 << 30  # what statvfs says is free
+        self.write_calls = self.fsync_calls = self.statvfs_calls = 0
+        self._write, self._fsync, self._statvfs = os.write, os.fsync, os.statvfs
+        monkeypatch.setattr(os, "write", self.write)
+        monkeypatch.setattr(os, "fsync", self.fsync)
+        monkeypatch.setattr(os, "statvfs", self.statvfs)
+
+    def _ours(self, fd: int) -> bool:
+        try:
+            return os.path.samestat(os.fstat(fd), os.stat(self.path))
+        except OSError:
+            return False
+
+    def write(self, fd: int, data: Any) -> int:
+        if not self._ours(fd):
+            return self._write(fd, data)
+        self.write_calls += 1
+        if self.full:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        if self.tear_tail_bytes is not None:  # as when the bytes fill the file's last page: a short count
+            keep = len(data) - self.tear_tail_bytes
+            self.tear_tail_bytes, self.full = None, True
+            return self._write(fd, memoryview(data)[:keep])
+        return self._write(fd, data)
+
+    def fsync(self, fd: int) -> None:
+        if not self._ours(fd):
+            return self._fsync(fd)
+        self.fsync_calls += 1
+        if self.fsync_failures:
+            self.fsync_failures -= 1
+            raise OSError(errno.EIO, os.strerror(errno.EIO))
+        return self._fsync(fd)
+
+    def statvfs(self, path: Any) -> Any:
+        if Path(path) != self.path.parent:
+            return self._statvfs(path)
+        self.statvfs_calls += 1
+        return types.SimpleNamespace(f_bavail=self.free_bytes // 4096, f_frsize=4096)
+
+
+async def until(predicate: Callable[[], object], what: str) -> None:
+    """Let the writer run until `predicate()` holds; the deadline only guards against a hang."""
+    deadline = time.monotonic() + 5
+    while not predicate():
+        assert time.monotonic() < deadline, f"the writer never got to: {what}"
+        await asyncio.sleep(0.001)
+
+
+async def retry(p: Pipeline, clock: FakeClock) -> None:
+    """Move the fake clock past any backoff and wait for the writer's next attempt to fail or succeed."""
+    failed = p.writer.failed_writes
+    clock.advance(BACKOFF_MAX_SEC)
+    await until(lambda: p.writer.failed_writes > failed or not p.writer.failing, "its next retry")
+
+
+async def start_outage(p: Pipeline, disk: FaultyDisk, lines: int = 5) -> list[dict[str, Any]]:
+    """Write a few lines, fill the disk, then emit `lines` fat events: the writer fails. Returns the lines before."""
+    for i in range(3):
+        p.queue.emit("before.outage", service="core", data={"i": i})
+    await until(lambda: p.writer.written == 3, "the lines before the outage")
+    disk.full = True
+    for i in range(lines):
+        p.queue.emit("during.outage", service="core", data={"i": i, "pad": "x" * 200})
+    await until(lambda: p.writer.failing, "the outage")
+    return read_events(p.path, complete=True)
+
+
+def outage_lines(events: list[dict[str, Any]]) -> list[str]:
+    return [e["event_type"] for e in events if e["event_type"] in ("telemetry.failing", "telemetry.recovered")]
 
 
 class TestSchema:
@@ -238,3 +324,98 @@ class TestFsync:
             await asyncio.sleep(0.01)
         assert p.writer.fsyncs >= 1
         await p.close()
+
+
+class TestRecovery:
+    """An outage ends only with a whole batch written and synced (issue 12 item 5: no recovered/failing flap)."""
+
+    async def test_a_partial_retry_is_not_a_recovery(self, make_pipeline: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+        """Partial retry then whole retry: one failing, one recovered right after the old lines, every seq once."""
+        clock = FakeClock()
+        p = await make_pipeline(clock=clock)
+        disk = FaultyDisk(monkeypatch, p.path)
+        before = await start_outage(p, disk)
+        disk.full, disk.tear_tail_bytes = False, 100  # telemetry.recovered and most of the batch fit, then ENOSPC
+        await retry(p, clock)
+        assert p.writer.failing
+        disk.full = False
+        await retry(p, clock)
+        assert not p.writer.failing
+        p.queue.emit("after.outage", service="core")
+        await p.close()
+        events = read_events(p.path, complete=True)  # no torn line
+        assert outage_lines(events) == ["telemetry.recovered", "telemetry.failing"]
+        assert events[: len(before)] == before
+        recovered = events[len(before)]
+        assert recovered["event_type"] == "telemetry.recovered"
+        assert recovered["data"]["failed_writes"] == 2
+        assert [e["data"]["i"] for e in events if e["event_type"] == "during.outage"] == [0, 1, 2, 3, 4]
+        assert seqs(events) == list(range(1, len(events) + 1)), "every seq exactly once"
+
+    async def test_a_partial_retry_leaves_the_file_byte_identical(
+        self, make_pipeline: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """During an outage a partial write is cut back to the size before it; its lines stay pending."""
+        clock = FakeClock()
+        p = await make_pipeline(clock=clock)
+        disk = FaultyDisk(monkeypatch, p.path)
+        await start_outage(p, disk)
+        at_rest, pending, calls = p.path.read_bytes(), p.writer.pending_lines, disk.write_calls
+        disk.full, disk.tear_tail_bytes = False, 100
+        await retry(p, clock)
+        assert disk.write_calls == calls + 2, "the retry must have written part of its batch, then hit ENOSPC"
+        assert p.path.read_bytes() == at_rest
+        assert p.writer.failing and p.writer.pending_lines == pending
+        disk.full = False
+        await retry(p, clock)
+        await p.close()
+
+    async def test_no_write_is_tried_until_the_full_disk_has_room(
+        self, make_pipeline: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """After ENOSPC, retries are skipped (no write) while statvfs shows too little free; then it recovers."""
+        clock = FakeClock()
+        p = await make_pipeline(clock=clock)
+        disk = FaultyDisk(monkeypatch, p.path)
+        await start_outage(p, disk)
+        disk.full, disk.free_bytes = False, 4096  # the write would pass now; the disk is still at the brink
+        calls = disk.write_calls
+        for n in range(1, 4):
+            p.queue.emit("still.accepted", service="core", data={"n": n})
+            clock.advance(BACKOFF_MAX_SEC)
+            await until(lambda n=n: disk.statvfs_calls >= n, f"retry {n} to look at the free space")
+        assert disk.write_calls == calls
+        assert p.writer.failing and p.writer.failed_writes == 1
+        disk.free_bytes = 1 << 30
+        await retry(p, clock)
+        assert not p.writer.failing and disk.write_calls > calls
+        await p.close()
+        events = read_events(p.path, complete=True)
+        assert outage_lines(events) == ["telemetry.recovered", "telemetry.failing"]
+        assert next(e for e in events if e["event_type"] == "telemetry.recovered")["data"]["failed_writes"] == 1
+        assert sum(e["event_type"] == "still.accepted" for e in events) == 3
+        assert seqs(events) == list(range(1, len(events) + 1))
+
+    async def test_a_failed_fsync_of_the_recovery_batch_keeps_failing(
+        self, make_pipeline: Any, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """The batch ending an outage is fsynced even with fsync "off"; a failed fsync undoes it; written once later."""
+        clock = FakeClock()
+        p = await make_pipeline(clock=clock)
+        disk = FaultyDisk(monkeypatch, p.path)
+        before = await start_outage(p, disk)
+        at_rest = p.path.read_bytes()
+        disk.full, disk.fsync_failures = False, 1
+        await retry(p, clock)
+        assert disk.fsync_calls == 1
+        assert p.writer.failing and p.writer.failed_writes == 2
+        assert p.path.read_bytes() == at_rest
+        await retry(p, clock)
+        assert not p.writer.failing and disk.fsync_calls == 2
+        await p.close()
+        events = read_events(p.path, complete=True)
+        assert outage_lines(events) == ["telemetry.recovered", "telemetry.failing"]
+        assert events[len(before)]["event_type"] == "telemetry.recovered"
+        assert events[len(before)]["data"]["failed_writes"] == 2
+        assert [e["data"]["i"] for e in events if e["event_type"] == "during.outage"] == [0, 1, 2, 3, 4]
+        assert seqs(events) == list(range(1, len(events) + 1))
