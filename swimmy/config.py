@@ -100,6 +100,8 @@ class HeartbeatConfig:
 
     interval_sec: float = _opt(10, gt=0)
     peer_timeout_sec: float = _opt(60, gt=0)
+    # Sources never evicted from the (bounded) peer table by unknown ones; workers holding credit are kept too.
+    known_peers: tuple[str, ...] = _opt([])
 
 
 @dataclass(frozen=True)

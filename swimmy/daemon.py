@@ -285,9 +285,10 @@ class Daemon:
             status=self.health_status,
             on_progress=self.progress.beater("heartbeat"),
         )
-        self.peers = PeerMonitor(PeerTable(cfg.heartbeat.peer_timeout_sec), self.emit, self.clock,
-                                 on_progress=self.progress.beater("peer-monitor"))
         backtests = self.backtests
+        table = PeerTable(cfg.heartbeat.peer_timeout_sec, known=cfg.heartbeat.known_peers,
+                          protected=backtests.holds_worker)
+        self.peers = PeerMonitor(table, self.emit, self.clock, on_progress=self.progress.beater("peer-monitor"))
         peers = self.peers
 
         def heard(source: str) -> None:
@@ -301,7 +302,8 @@ class Daemon:
         self.control = ControlServer(control_sock, self.emit, build_commands(self), slow=SLOW_COMMANDS,
                                      on_progress=self.progress.beater("control"))
         if cfg.metrics.listen:
-            self.metrics = MetricsServer(cfg.metrics.listen, self.figures, self.progress.stale)
+            self.metrics = MetricsServer(cfg.metrics.listen, self.figures, self.progress.stale,
+                                         self.degraded_reasons)
 
     def _workers_ready(self) -> bool:
         """A backtest worker has sent READY and is alive (embedded or not)."""
@@ -325,7 +327,15 @@ class Daemon:
             reasons.append(f"telemetry writes failing: {self.writer.last_error}")
         if self.workers is not None and self.workers.spawned and self.workers.alive() == 0:
             reasons.append(f"no embedded worker alive (of {self.workers.configured})")
+        elif (self.backtests is not None and self.backtests.live_workers() == 0
+              and self.uptime_sec() > self._worker_grace_sec()):
+            reasons.append("no backtest worker connected: the school waits (start a worker, or check "
+                           "zmq.backtest_endpoint and its keys)")
         return reasons
+
+    def _worker_grace_sec(self) -> float:
+        """How long after start-up a fleet of remote workers may take to send READY before it is a reason."""
+        return 2 * self.cfg.backtest.worker_timeout_sec
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
@@ -542,6 +552,7 @@ class Daemon:
             self.publisher.config_hash = self.cfg.config_hash
             self.publisher.interval_sec = self.cfg.heartbeat.interval_sec
             self.peers.table.timeout_sec = self.cfg.heartbeat.peer_timeout_sec
+            self.peers.table.known_peers = frozenset(self.cfg.heartbeat.known_peers)
         self.emit(
             "config.reloaded",
             service="core",

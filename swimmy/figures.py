@@ -46,7 +46,8 @@ def collect(d: Daemon) -> dict[str, Any]:
                                  "last_rtt_ms": d.publisher.last_rtt_ms}
     if d.peers is not None:
         mono = d.clock.monotonic()
-        figures["peers"] = {"last_seen_age_sec": d.peers.table.ages(mono), "silent": d.peers.table.silent()}
+        figures["peers"] = {"last_seen_age_sec": d.peers.table.ages(mono), "silent": d.peers.table.silent(),
+                            "evicted": d.peers.table.evicted}
     if d.backtests is not None:
         b = d.backtests
         figures["backtests"] = {"inflight": b.inflight, "sent": b.sent, "completed": b.completed,

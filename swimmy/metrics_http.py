@@ -2,7 +2,11 @@
 
 /healthz is 200 while every long-lived task makes progress (each wakes at least
 once a second), 503 with the reasons otherwise: an idle daemon is healthy, a
-wedged one is not.
+wedged one is not. It is liveness: what systemd's watchdog follows, and what a
+restart can fix. /readyz is 200 when the daemon is also doing its job (telemetry
+writing, a backtest worker connected), 503 with the DEGRADED reasons otherwise
+(the same words as `swimmy status` and the heartbeat): what a load balancer or
+an alert asks; restarting does not fix a full disk.
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ class FiguresCollector(Collector):
                 ages.add_metric([source], age)
             yield ages
             yield gauge("peers_silent", "peers declared silent", len(f["peers"]["silent"]))
+            yield counter("peers_evicted", "unknown heartbeat sources evicted from the full peer table",
+                          f["peers"].get("evicted", 0))
         if "strategies" in f:
             ranks = GaugeMetricFamily("swimmy_strategies", "strategies by rank", labels=["rank"])
             for rank, n in f["strategies"].items():
@@ -110,12 +116,13 @@ class MetricsServer:
     """An aiohttp server in the daemon's loop; start() binds, close() stops (idempotent)."""
 
     def __init__(self, listen: str, figures: Callable[[], dict[str, Any]],
-                 stale: Callable[[], dict[str, float]]) -> None:
+                 stale: Callable[[], dict[str, float]], degraded: Callable[[], list[str]] = list) -> None:
         host, _, port = listen.rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(FiguresCollector(figures))
         self._stale = stale
+        self._degraded = degraded
         self._runner: web.AppRunner | None = None
 
     async def start(self) -> None:
@@ -123,6 +130,7 @@ class MetricsServer:
         app = web.Application()
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/readyz", self._readyz)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -141,9 +149,18 @@ class MetricsServer:
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE})
 
+    def _stale_reasons(self) -> list[str]:
+        return [f"task {name} has made no progress for {age:.1f} s" for name, age in sorted(self._stale().items())]
+
     async def _healthz(self, request: web.Request) -> web.Response:
-        stale = self._stale()
-        if not stale:
+        reasons = self._stale_reasons()
+        if not reasons:
             return web.json_response({"status": "ok"})
-        reasons = [f"task {name} has made no progress for {age:.1f} s" for name, age in sorted(stale.items())]
         return web.json_response({"status": "unhealthy", "reasons": reasons}, status=503)
+
+    async def _readyz(self, request: web.Request) -> web.Response:
+        """Alive and doing its job: the DEGRADED reasons of `swimmy status` and the heartbeat, plus /healthz's."""
+        reasons = self._stale_reasons() + self._degraded()
+        if not reasons:
+            return web.json_response({"status": "ready"})
+        return web.json_response({"status": "not ready", "reasons": reasons}, status=503)

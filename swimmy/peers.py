@@ -1,8 +1,16 @@
-"""Peer liveness (SPEC §3): a pure state machine per source, and a thin task that ticks it."""
+"""Peer liveness (SPEC §3): a pure state machine per source, and a thin task that ticks it.
+
+Heartbeat sources come from the network, unauthenticated on loopback, so the table
+is bounded. Known peers (`heartbeat.known_peers`, and the workers that hold credit
+in the work broker) are never pushed out by unknown sources: only unknown ones
+count against `max_peers`, and a new unknown source beyond it takes the place of
+the unknown peer heard least recently (counted in `evicted`, never an event per
+source: a flood of forged sources must not become a flood of events).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from swimmy.clock import Clock
@@ -31,21 +39,40 @@ class _Peer:
 class PeerTable:
     """Last-heard times per source; transitions only on a change (one silent, then one recovered)."""
 
-    def __init__(self, timeout_sec: float, max_peers: int = MAX_PEERS) -> None:
+    def __init__(self, timeout_sec: float, max_peers: int = MAX_PEERS, *, known: Iterable[str] = (),
+                 protected: Callable[[str], bool] | None = None) -> None:
         self.timeout_sec = timeout_sec
         self.max_peers = max_peers
+        self.known_peers = frozenset(known)
+        self._protected = protected or (lambda source: False)
         self._peers: dict[str, _Peer] = {}
+        self._unknown: dict[str, None] = {}  # the unknown sources, least recently heard first
+        self.evicted = 0
+
+    def is_protected(self, source: str) -> bool:
+        """A configured peer, or a worker the broker holds: never evicted by unknown sources."""
+        return source in self.known_peers or self._protected(source)
 
     def heard(self, source: str, now: float) -> Transition | None:
         """Record a heartbeat; a recovered transition if the peer had been declared silent.
 
-        A new source beyond `max_peers` takes the place of the peer heard least recently.
+        A new unknown source beyond `max_peers` unknown ones takes the place of the unknown peer heard
+        least recently; known peers are neither counted nor evicted.
         """
         peer = self._peers.get(source)
+        if source in self._unknown:
+            if self.is_protected(source):  # a worker that has since sent READY, or a reload made it known
+                del self._unknown[source]
+            else:
+                self._unknown[source] = self._unknown.pop(source)  # most recently heard: to the end
         if peer is None:
-            if len(self._peers) >= self.max_peers:
-                oldest = min(self._peers, key=lambda s: self._peers[s].last_heard)
-                del self._peers[oldest]
+            if not self.is_protected(source):
+                if len(self._unknown) >= self.max_peers:
+                    oldest = next(iter(self._unknown))
+                    del self._unknown[oldest]
+                    del self._peers[oldest]
+                    self.evicted += 1
+                self._unknown[source] = None
             self._peers[source] = _Peer(now)
             return None
         transition = None
@@ -69,6 +96,7 @@ class PeerTable:
                 out.append(Transition("silent", source, round(quiet, 3)))
             elif peer.silent and quiet > FORGET_FACTOR * self.timeout_sec:
                 del self._peers[source]
+                self._unknown.pop(source, None)
                 out.append(Transition("forgotten", source, round(quiet, 3)))
         return out
 

@@ -44,6 +44,41 @@ class TestTable:
             table.heard(name, float(t))
         assert sorted(table.ages(3.0)) == ["b", "c"]
 
+    def test_known_peers_and_workers_are_never_evicted_by_a_flood_of_unknown_sources(self) -> None:
+        """3,000 made-up sources: the unknown ones stay bounded and counted; the known ones all stay."""
+        workers = {"worker-w1"}
+        table = PeerTable(10.0, max_peers=1024, known=["trader"], protected=workers.__contains__)
+        for name in ("trader", "worker-w1", "other"):
+            table.heard(name, 0.0)
+        for i in range(3000):
+            table.heard(f"forged-{i}", 1.0 + i / 1000)
+        tracked = set(table.ages(5.0))
+        assert {"trader", "worker-w1"} <= tracked
+        assert "other" not in tracked  # an unknown real peer is still only an unknown source
+        assert len(tracked) == 2 + 1024
+        assert table.evicted == 3000 + 1 - 1024
+        assert {f"forged-{i}" for i in range(3000 - 1024, 3000)} <= tracked  # the most recently heard ones
+
+    def test_an_unknown_source_heard_again_is_kept_over_one_heard_once(self) -> None:
+        """Eviction takes the unknown source heard least recently, not the first one ever heard."""
+        table = PeerTable(10.0, max_peers=2)
+        table.heard("a", 0.0)
+        table.heard("b", 1.0)
+        table.heard("a", 2.0)
+        table.heard("c", 3.0)
+        assert sorted(table.ages(3.0)) == ["a", "c"] and table.evicted == 1
+
+    def test_a_worker_that_joins_the_broker_stops_counting_as_unknown(self) -> None:
+        """A worker heard before its READY was unknown; once the broker holds it, it takes no unknown slot."""
+        workers: set[str] = set()
+        table = PeerTable(10.0, max_peers=1, protected=workers.__contains__)
+        table.heard("worker-w1", 0.0)
+        workers.add("worker-w1")
+        table.heard("worker-w1", 1.0)
+        table.heard("x", 2.0)
+        table.heard("y", 3.0)
+        assert sorted(table.ages(3.0)) == ["worker-w1", "y"] and table.evicted == 1
+
     def test_a_peer_gone_for_good_is_forgotten(self) -> None:
         """Silent for 10 x the timeout: forgotten (and no longer silent); it is new if it ever comes back."""
         table = PeerTable(10.0)

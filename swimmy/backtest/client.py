@@ -167,6 +167,13 @@ class BacktestClient:
         """Workers that have sent READY and are not (yet) declared dead."""
         return len(self._workers)
 
+    def holds_worker(self, source: str) -> bool:
+        """Whether a heartbeat source (`worker-<id>`) is a live worker of the broker's table."""
+        if not source.startswith("worker-"):
+            return False
+        worker_id = source[len("worker-"):]
+        return any(w.worker_id == worker_id for w in self._workers.values())
+
     def free_credit(self, universe: str | None = None) -> int:
         """Free credit of the workers that can serve `universe` (all of them when None), minus what is queued.
 

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import os
 import signal
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
 import zmq
-from helpers import read_events, wait_until, write_config
+from helpers import free_port, read_events, wait_until, write_config
 
 from swimmy.config import load_config
 
@@ -41,6 +43,14 @@ def heartbeat_status(config: Path) -> str:
         ctx.term()
 
 
+def http_get(url: str) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as response:
+            return response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
 def assert_whole_lines(path: Path) -> list[dict[str, Any]]:
     """Every line parses and the file ends with a newline (read_events fails on a torn line)."""
     return read_events(path, complete=True)
@@ -54,10 +64,11 @@ def whole_lines_or_none(path: Path) -> list[dict[str, Any]] | None:
 def test_full_disk_is_survived_and_recovered(small_disk: Path, daemon_factory: Any, tmp_path: Path) -> None:
     """ENOSPC: the daemon runs on, no line is torn; after space is freed, telemetry.recovered and events flow."""
     telemetry = small_disk / "telemetry.jsonl"
+    port = free_port()
     config = write_config(
         tmp_path,
         {"telemetry": {"path": str(telemetry), "queue_size": 200_000}, "debug": {"burst_on_start": 3000},
-         "heartbeat": {"interval_sec": 0.2}},
+         "heartbeat": {"interval_sec": 0.2}, "metrics": {"listen": f"127.0.0.1:{port}"}},
     )
     filler = fill(small_disk, keep_free=96 * 1024)
     daemon = daemon_factory(config)
@@ -76,6 +87,9 @@ def test_full_disk_is_survived_and_recovered(small_disk: Path, daemon_factory: A
     assert daemon.proc.poll() is None, "the daemon died of a full disk"
     assert "telemetry.recovered" not in {e["event_type"] for e in before}
     assert heartbeat_status(config) == "DEGRADED", "the heartbeat must say the daemon knows something is wrong"
+    assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, "alive: a restart would not free the disk"
+    code, body = http_get(f"http://127.0.0.1:{port}/readyz")
+    assert code == 503 and any("telemetry writes failing: ENOSPC" in r for r in orjson.loads(body)["reasons"])
 
     filler.unlink()
     # The writer is live again (heartbeats every 0.2 s), so a read may catch a line mid-write: read as

@@ -6,6 +6,8 @@ import asyncio
 import http.server
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -112,6 +114,35 @@ class TestHttp:
         status, body = wait_until(lambda: (r := get(f"{base}/healthz")) and r[0] == 503 and r, 20, "503")
         reasons = orjson.loads(body)["reasons"]
         assert any("telemetry-writer" in r for r in reasons)
+        assert daemon.stop() == 0
+
+
+    def test_readyz_names_the_degraded_reasons_while_healthz_stays_200(
+        self, tmp_path: Path, daemon_factory: Any
+    ) -> None:
+        """No worker connected: /readyz 503 with the same reason as `swimmy status`; /healthz 200; a worker: 200."""
+        port = free_port()
+        config = write_config(tmp_path, {"metrics": {"listen": f"127.0.0.1:{port}"},
+                                         "backtest": {"worker_timeout_sec": 1}, "snapshots": {"interval_sec": 0.2}})
+        daemon = daemon_factory(config)
+        wait_until(lambda: started(tmp_path), 20, "start")
+        base = f"http://127.0.0.1:{port}"
+        _, body = wait_until(lambda: (r := get(f"{base}/readyz")) and r[0] == 503 and r, 20, "not ready")
+        reasons = orjson.loads(body)["reasons"]
+        assert reasons == ["no backtest worker connected: the school waits (start a worker, or check "
+                           "zmq.backtest_endpoint and its keys)"]
+        assert get(f"{base}/healthz")[0] == 200, "alive, only not doing its job: no restart would help"
+        result = wait_until(lambda: (r := run_cli("status", "--config", str(config))).returncode == 1 and r, 10,
+                            "status to say so")
+        assert "no backtest worker connected" in result.stdout
+        worker = subprocess.Popen([sys.executable, "-m", "swimmy", "worker", "--config", str(config)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            _, body = wait_until(lambda: (r := get(f"{base}/readyz")) and r[0] == 200 and r, 30, "ready")
+            assert orjson.loads(body) == {"status": "ready"}
+        finally:
+            worker.kill()
+            worker.wait(10)
         assert daemon.stop() == 0
 
 
