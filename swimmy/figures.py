@@ -67,7 +67,8 @@ def collect(d: Daemon) -> dict[str, Any]:
     if d.notifier is not None:
         s = d.notifier.stats
         figures["discord"] = {"delivered": s.delivered, "failed": s.failed, "dropped": s.dropped,
-                              "queued": s.queued, "rate_limited": s.rate_limited, "dry_run": d.notifier.dry}
+                              "queued": s.queued, "rate_limited": s.rate_limited, "coalesced": s.coalesced,
+                              "dry_run": d.notifier.dry}
     reasons = d.degraded_reasons()
     figures["status"] = "DEGRADED" if reasons else "OK"
     figures["reasons"] = reasons

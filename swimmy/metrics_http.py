@@ -110,6 +110,9 @@ class FiguresCollector(Collector):
             yield counter("discord_delivered", "notifications Discord answered 2xx", d["delivered"])
             yield counter("discord_failed", "notifications given up", d["failed"])
             yield gauge("discord_queued", "notifications waiting", d["queued"])
+            yield counter("discord_dropped", "notifications dropped: the queue was full", d["dropped"])
+            yield counter("discord_coalesced", "alerts merged into a waiting alert of their kind",
+                          d.get("coalesced", 0))
 
 
 class MetricsServer:

@@ -3,8 +3,18 @@
 How it behaves, for operators:
 
 - Queue: at most `discord.queue_size` notifications wait. A heartbeat replaces an unsent queued heartbeat in
-  place (the newer summary supersedes it; counted as `replaced`, no event). A notification that finds the queue
-  full is dropped: counted in `dropped` and emitted as `discord.failed` with reason `queue_full`.
+  place (the newer summary supersedes it; counted as `replaced`, no event).
+- Bursts: an alert whose kind already has an alert waiting in the queue (not yet being delivered) is merged
+  into it instead of queued (counted as `coalesced`, no event), so a burst of one kind is one Discord message:
+  `N × <title>: <first subjects>, … (and M more)`, a description starting with the count and the subjects, then
+  the first alert's description; the footer names the first subject. The first 10 distinct subjects are kept,
+  the rest only counted. An alert arriving once the waiting one is being delivered starts a new message. A
+  single alert reads as it always did.
+- A full queue: a notification that finds the queue full is dropped and counted in `dropped`. A run of drops
+  is one episode and one warning, not an event per message: its first drop emits `discord.failed` (severity
+  warning, reason `queue_full`, `attempts` 0, `count` 1); later drops emit at most one more every 60 s (`count`
+  = drops since the previous event); when a notification is queued again the episode ends, and drops not yet
+  reported are emitted then as one last event. The `count`s of the queue_full events add up to `dropped`.
 - Mute: a kind listed in `discord.mute` is not queued (counted as `muted`, no event).
 - Cooldown: once an alert of one (kind, subject) is queued, repeats of that pair are held back for
   `discord.alert_cooldown_sec`: not sent, counted as `suppressed`, and no event per repeat (a flapping peer
@@ -34,7 +44,7 @@ How it behaves, for operators:
 - Stop: what is still queued, or in flight when `run()` is cancelled, is not sent and gets no event.
 - Time: backoff, Retry-After and reset-after waits go through `clock.sleep` in slices of at most a second
   (`on_progress` on each); the HTTP timeout is aiohttp's `ClientTimeout(total=discord.timeout_sec)`, real time.
-"""
+"""  # noqa: RUF002 - the multiplication sign of a burst's title is what Discord shows
 
 from __future__ import annotations
 
@@ -44,8 +54,8 @@ import math
 import os
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, TypeVar
 
 import aiohttp
@@ -65,8 +75,11 @@ DESCRIPTION_MAX = 4096
 CONTENT_MAX = 2000
 FOOTER_MAX = 256  # our own bound: title + description + footer stays under Discord's 6,000 per message
 ELLIPSIS = "…"
+TIMES = "×"  # noqa: RUF001 - the multiplication sign of a burst's title, not an x
 MAX_BODY_BYTES = 64 * 1024  # a Discord answer is a few hundred bytes; never buffer an unbounded one
 COOLDOWN_PRUNE_AT = 1024
+MERGED_SUBJECTS_MAX = 10  # a burst of 3,000 peers keeps 10 names in memory and on Discord, and counts the rest
+QUEUE_FULL_REPORT_SEC = 60.0  # during one queue_full episode, at most one discord.failed per this many seconds
 COLOURS = {"info": 0x3498DB, "warning": 0xE67E22, "error": 0xE74C3C, "critical": 0x992D22}
 OTHER_COLOUR = 0x95A5A6
 _T = TypeVar("_T")
@@ -107,6 +120,7 @@ class DiscordStats:
     replaced: int
     dry_run: int
     queued: int
+    coalesced: int = 0  # last and defaulted: added later, positional users of the fields above still work
 
 
 @dataclass(frozen=True)
@@ -161,6 +175,36 @@ def heartbeat_notification(status: str, figures: Mapping[str, Any]) -> Notificat
         description="\n".join(f"**{key}**: {value}" for key, value in figures.items()),
         severity="info" if status == "OK" else "warning",
     )
+
+
+def title_head(n: Notification) -> str:
+    """`n`'s title without its subject ("Peer silent: worker-a" -> "Peer silent"), or its kind if nothing is left."""
+    head = n.title
+    if n.subject and head.endswith(n.subject):
+        head = head[: -len(n.subject)].rstrip().rstrip(":").rstrip()
+    return head or n.kind
+
+
+def summary_notification(
+    first: Notification, count: int, subjects: Sequence[str], named: int, head: str | None = None,
+) -> Notification:
+    """The one message for `count` merged alerts of `first.kind`: the count, the first subjects, `first`'s text.
+
+    `subjects` are the first distinct subjects kept, `named` how many of the `count` alerts had one of them, and
+    `head` the title they share without their subjects (by default `first`'s).
+    """
+    if count <= 1:
+        return first
+    head = head or title_head(first)
+    names = ", ".join(subjects)
+    more = count - named if subjects else 0
+    listed = names + (f", {ELLIPSIS} (and {more} more)" if more > 0 else "")
+    title = f"{count} {TIMES} {head}" + (f": {listed}" if listed else "")
+    lead = f"{count} {first.kind} alerts arrived while the first waited to be sent"
+    description = f"{lead}: {listed}." if listed else f"{lead}."
+    if first.description:
+        description += f"\n\nThe first: {first.description}"
+    return replace(first, title=title, description=description)
 
 
 def _seconds(value: Any) -> float | None:
@@ -251,6 +295,39 @@ class _Pending:
     notification: Notification
     timestamp: str
     queued_mono: float
+    count: int = 1  # alerts merged into this entry, the first included
+    subjects: list[str] = field(init=False)  # the first MERGED_SUBJECTS_MAX distinct ones
+    named: int = field(init=False)  # how many of `count` had a subject in `subjects`
+    head: str = field(init=False)  # the title the merged alerts share without their subjects, else the kind
+
+    def __post_init__(self) -> None:
+        subject = self.notification.subject
+        self.subjects, self.named = ([subject], 1) if subject else ([], 0)
+        self.head = title_head(self.notification)
+
+    def merge(self, n: Notification) -> None:
+        """Take one more alert of the same kind: count it, keep its subject while there is room."""
+        self.count += 1
+        if title_head(n) != self.head:  # "Promoted to A: x" and "Promoted to S: y" share no title but the kind
+            self.head = n.kind
+        if n.subject in self.subjects:
+            self.named += 1
+        elif n.subject and len(self.subjects) < MERGED_SUBJECTS_MAX:
+            self.subjects.append(n.subject)
+            self.named += 1
+
+    def render(self) -> Notification:
+        """The notification to send: the alert itself, or the summary of the merged burst."""
+        return summary_notification(self.notification, self.count, self.subjects, self.named, self.head)
+
+
+@dataclass
+class _DropEpisode:
+    """Drops on a full queue until a notification is queued again: reported at first, then at most every 60 s."""
+
+    reported_mono: float  # when the last queue_full event was emitted
+    unreported: int = 0  # drops since then
+    first_unreported: Notification | None = None  # the first of them: its id, kind and subject name the event
 
 
 @dataclass
@@ -296,6 +373,8 @@ class DiscordNotifier:
         self.dry = self._alerts_url is None
         self._fragments = secret_fragments([u for u in (heartbeat_url, alerts_url) if u is not None])
         self._queue: deque[_Pending] = deque()
+        self._waiting: dict[str, _Pending] = {}  # alert kind -> its queued entry, the one later alerts merge into
+        self._drops: _DropEpisode | None = None
         self._work = asyncio.Event()
         self._last_alert: dict[tuple[str, str], float] = {}
         self._buckets: dict[str, _Bucket] = {}
@@ -304,7 +383,7 @@ class DiscordNotifier:
         self._closed = False
         self._announced = False
         self.delivered = self.failed = self.dropped = self.rate_limited = 0
-        self.suppressed = self.muted = self.replaced = self.dry_runs = 0
+        self.suppressed = self.muted = self.replaced = self.dry_runs = self.coalesced = 0
 
     def __repr__(self) -> str:
         return f"<DiscordNotifier dry={self.dry} queued={self.queued}>"
@@ -318,7 +397,7 @@ class DiscordNotifier:
     def stats(self) -> DiscordStats:
         """A snapshot of the counters."""
         return DiscordStats(self.delivered, self.failed, self.dropped, self.rate_limited, self.suppressed,
-                            self.muted, self.replaced, self.dry_runs, self.queued)
+                            self.muted, self.replaced, self.dry_runs, self.queued, self.coalesced)
 
     def update_config(self, cfg: DiscordConfig) -> None:
         """SIGHUP: new mute list, cooldown, timeout and queue size; URLs stay as read at start."""
@@ -327,7 +406,7 @@ class DiscordNotifier:
     # -- intake -----------------------------------------------------------------------------------
 
     def submit(self, n: Notification) -> bool:
-        """Queue `n` without waiting; False when muted, cooling down or dropped because the queue is full."""
+        """Queue `n`, or merge it into the waiting alert of its kind; False when muted, cooling down or dropped."""
         if n.kind in self._cfg.mute:
             self.muted += 1
             return False
@@ -345,16 +424,48 @@ class DiscordNotifier:
                     self._queue[i] = pending
                     self.replaced += 1
                     return True
+        else:
+            waiting = self._waiting.get(n.kind)
+            if waiting is not None:
+                waiting.merge(n)
+                self.coalesced += 1
+                self._remember_alert(key, now)
+                return True
         if len(self._queue) >= self._cfg.queue_size:
-            self.dropped += 1
-            self._event("discord.failed", "error", n, {"attempts": 0, "status_code": None, "reason": "queue_full",
-                                                      "error": f"queue full ({self._cfg.queue_size})"})
+            self._drop(n, now)
             return False
+        self._end_drop_episode()
         if n.kind != HEARTBEAT_KIND:
             self._remember_alert(key, now)
+            self._waiting[n.kind] = pending
         self._queue.append(pending)
         self._work.set()
         return True
+
+    def _drop(self, n: Notification, now: float) -> None:
+        """Count a drop; emit queue_full for the first of an episode, then at most once per QUEUE_FULL_REPORT_SEC."""
+        self.dropped += 1
+        episode = self._drops
+        if episode is None:
+            self._drops = _DropEpisode(reported_mono=now)
+            self._queue_full_event(n, 1)
+            return
+        if episode.first_unreported is None:
+            episode.first_unreported = n
+        episode.unreported += 1
+        if now - episode.reported_mono >= QUEUE_FULL_REPORT_SEC:
+            self._queue_full_event(episode.first_unreported, episode.unreported)
+            episode.reported_mono, episode.unreported, episode.first_unreported = now, 0, None
+
+    def _end_drop_episode(self) -> None:
+        """The queue took a notification again: account for the drops not yet reported, in one last event."""
+        episode, self._drops = self._drops, None
+        if episode is not None and episode.first_unreported is not None:
+            self._queue_full_event(episode.first_unreported, episode.unreported)
+
+    def _queue_full_event(self, n: Notification, count: int) -> None:
+        self._event("discord.failed", "warning", n, {"attempts": 0, "status_code": None, "reason": "queue_full",
+                                                    "error": f"queue full ({self._cfg.queue_size})", "count": count})
 
     def _remember_alert(self, key: tuple[str, str], now: float) -> None:
         if len(self._last_alert) >= COOLDOWN_PRUNE_AT:  # subjects come and go (strategies): forget expired ones
@@ -382,6 +493,8 @@ class DiscordNotifier:
                         await self._work.wait()
                 continue
             pending = self._queue.popleft()
+            if self._waiting.get(pending.notification.kind) is pending:
+                del self._waiting[pending.notification.kind]  # being delivered now: later alerts start a new one
             try:
                 await self._deliver(pending)
             except Exception as exc:  # noqa: BLE001 - one bad notification must not end the notifier
@@ -399,7 +512,7 @@ class DiscordNotifier:
             await session.close()
 
     async def _deliver(self, pending: _Pending) -> None:
-        n = pending.notification
+        n = pending.render()
         url = self._heartbeat_url if n.kind == HEARTBEAT_KIND else self._alerts_url
         payload = build_payload(n, timestamp=pending.timestamp)
         if url is None:

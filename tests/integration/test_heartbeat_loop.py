@@ -231,6 +231,56 @@ class TestControlAdmission:
         assert daemon.stop() == 0
 
 
+class TestPeerFlood:
+    async def test_forged_heartbeats_neither_evict_real_peers_nor_flood_discord(
+        self, tmp_path: Path, daemon_factory: Any
+    ) -> None:
+        """3,000 made-up sources: the known peer and the worker stay, the rest is bounded and counted,
+        their silence reaches Discord as one summary, and no alert is lost to a full queue."""
+        config = write_config(tmp_path, {
+            "workers": {"embedded": 1}, "heartbeat": {"interval_sec": 0.3, "peer_timeout_sec": 1.5,
+                                                      "known_peers": ["trader"]},
+            "snapshots": {"interval_sec": 0.2},
+        })
+        daemon = daemon_factory(config)
+        await wait_for(lambda: events(tmp_path, "worker.ready"), 30, "the worker's READY")
+        await wait_for(lambda: events(tmp_path, "heartbeat.recv", source="worker-embedded-1"), 20, "a worker ack")
+        ctx = zmq.asyncio.Context()
+        push = ctx.socket(zmq.PUSH)
+        push.setsockopt(zmq.SNDHWM, 0)
+        push.connect(load_config(config).zmq.pull_endpoint)
+
+        def heartbeat(source: str) -> bytes:
+            return orjson.dumps({"v": 1, "type": "HEARTBEAT", "source": source, "status": "OK"})
+
+        metrics = tmp_path / "var" / "snapshots" / "metrics.json"
+        try:
+            await push.send(heartbeat("trader"))
+            for i in range(3000):
+                await push.send(heartbeat(f"forged-{i}"))
+            loop = asyncio.get_running_loop()
+            until = loop.time() + 4.0  # the trader keeps talking while the forged sources go silent
+            while loop.time() < until:
+                await push.send(heartbeat("trader"))
+                await asyncio.sleep(0.3)
+            silent = await wait_for(lambda: len(events(tmp_path, "peer.silent")) >= 1024 and
+                                    events(tmp_path, "peer.silent"), 20, "the forged sources' silence")
+            figures = await wait_for(lambda: metrics.exists() and orjson.loads(metrics.read_bytes()), 10, "snapshot")
+            peers = figures["peers"]
+        finally:
+            push.close(linger=0)
+            ctx.term()
+        assert peers["evicted"] == 3000 - 1024, "only unknown sources are bounded, and every eviction counted"
+        assert {"trader", "worker-embedded-1"} <= set(peers["last_seen_age_sec"])
+        assert {e["data"]["source"] for e in silent} <= {f"forged-{i}" for i in range(3000)}
+        alerts = [e for e in events(tmp_path, "discord.dry_run") if e["data"].get("kind") == "peer.silent"]
+        assert 1 <= len(alerts) <= 3, [a["data"]["title"] for a in alerts]
+        assert "\N{MULTIPLICATION SIGN} Peer silent" in alerts[0]["data"]["title"]
+        assert not [e for e in events(tmp_path, "discord.failed") if e["severity"] == "error"]
+        assert not events(tmp_path, "worker.lost"), "the worker must not be pushed out"
+        assert daemon.stop() == 0
+
+
 class TestCurve:
     def _keys(self, tmp_path: Path, name: str) -> Path:
         out = tmp_path / name

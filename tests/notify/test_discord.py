@@ -34,6 +34,8 @@ from swimmy.notify.discord import (
     read_rate_limit,
     scrub,
     secret_fragments,
+    summary_notification,
+    title_head,
 )
 from swimmy.telemetry.envelope import Encoder
 from swimmy.telemetry.logbridge import configure_logging, reset_logging
@@ -43,6 +45,7 @@ from swimmy.testing import CapturingEmitter, FakeClock
 TOKEN = "SECRET-TOKEN-abc"
 FAST = RetryPolicy(max_attempts=3, backoff_base_sec=0.05, backoff_cap_sec=0.2, max_wait_sec=30.0)
 TERMINAL = ("discord.delivered", "discord.failed", "discord.dry_run")
+MUL = "\N{MULTIPLICATION SIGN}"  # the sign in a burst's title, spelled out so ruff's RUF001 does not take it for x
 
 
 # -- a loopback webhook -------------------------------------------------------------------------
@@ -379,7 +382,7 @@ class TestDelivery:
         server.script = [Reply(204, {"X-RateLimit-Remaining": "0", "X-RateLimit-Reset-After": "0.4",
                                      "X-RateLimit-Bucket": "b1"})]
         emitter = CapturingEmitter()
-        a, b = alert(subject="one"), alert(subject="two")
+        a, b = alert(subject="one"), alert(subject="two", kind="peer.recovered")  # two kinds: two messages
         async with running(make(emitter, alerts=server.url())) as notifier:
             notifier.submit(a)
             notifier.submit(b)
@@ -517,25 +520,26 @@ class TestQueue:
         a = alert()
         assert all(notifier.submit(h) for h in hbs)
         assert notifier.submit(a)
-        assert notifier.queued == 2 and notifier.stats.replaced == 2
+        assert notifier.queued == 2 and notifier.stats.replaced == 2 and notifier.stats.coalesced == 0
         async with running(notifier):
             await settled(emitter, hbs[2].id, a.id)
         assert [r.body["embeds"][0]["title"] for r in server.requests] == ["hb2", "peer silent"]
         assert not any(e.correlation_id in (hbs[0].id, hbs[1].id) for e in emitter.events)
 
     def test_a_full_queue_drops_and_says_queue_full(self) -> None:
-        """With the queue full of alerts, a new one is refused: counted and emitted as discord.failed queue_full."""
+        """With the queue full of alerts, a new one is refused: counted, and one discord.failed warning queue_full."""
         emitter = CapturingEmitter()
-        notifier = make(emitter, alerts="http://127.0.0.1:9/api/webhooks/1/x", queue_size=2)
-        first = [alert(subject=f"p{i}") for i in range(2)]
+        notifier = make(emitter, alerts="http://127.0.0.1:9/api/webhooks/1/x", queue_size=2, clock=FakeClock())
+        first = [alert(subject="p0"), alert(subject="p1", kind="worker.exited")]  # two kinds: no merge
         assert all(notifier.submit(n) for n in first)
-        late = alert(subject="p9")
+        late = alert(subject="p9", kind="wfv.timeout")
         assert not notifier.submit(late)
         assert not notifier.submit(heartbeat())  # a heartbeat does not push an alert out either
         assert notifier.stats.dropped == 2 and notifier.queued == 2
-        failed = emitter.of_type("discord.failed")
-        assert failed[0].correlation_id == late.id
-        assert failed[0].data["reason"] == "queue_full" and failed[0].data["attempts"] == 0
+        (failed,) = emitter.of_type("discord.failed")  # the second drop is in the same episode: no event yet
+        assert failed.correlation_id == late.id and failed.severity == "warning"
+        assert (failed.data["reason"], failed.data["attempts"], failed.data["count"]) == ("queue_full", 0, 1)
+        assert failed.data["kind"] == "wfv.timeout" and failed.data["subject"] == "p9"
 
     def test_a_muted_kind_is_not_queued(self) -> None:
         """A kind in discord.mute is refused without an event; other kinds pass."""
@@ -572,10 +576,221 @@ class TestQueue:
         notifier = make(CapturingEmitter(), alerts="http://127.0.0.1:9/x", clock=clock, alert_cooldown_sec=300)
         assert notifier.submit(alert(subject="a"))
         notifier.update_config(DiscordConfig(alert_cooldown_sec=0, mute=("worker.exited",), queue_size=2))
-        assert notifier.submit(alert(subject="a"))
+        assert notifier.submit(alert(subject="a"))  # no cooldown now: merged into the waiting one
         assert not notifier.submit(alert(kind="worker.exited"))
-        assert not notifier.submit(alert(subject="b"))  # queue_size 2 is reached
-        assert notifier.stats.muted == 1 and notifier.stats.dropped == 1
+        assert notifier.submit(alert(kind="peer.recovered"))
+        assert not notifier.submit(alert(kind="wfv.timeout"))  # queue_size 2 is reached
+        assert notifier.stats.muted == 1 and notifier.stats.dropped == 1 and notifier.stats.coalesced == 1
+
+
+# -- bursts: one kind merges into one message ---------------------------------------------------
+
+
+def peer_silent(name: str) -> Notification:
+    """A peer.silent alert as swimmy.alerts builds it."""
+    return Notification("peer.silent", f"Peer silent: {name}", "No heartbeat for 60 s.", "warning", name)
+
+
+class TestBurstSummary:
+    @pytest.mark.parametrize(
+        ("first", "count", "subjects", "named", "head", "title", "description"),
+        [
+            (peer_silent("w-a"), 3, ["w-a", "w-b"], 2, None, f"3 {MUL} Peer silent: w-a, w-b, … (and 1 more)",
+             "3 peer.silent alerts arrived while the first waited to be sent: w-a, w-b, … (and 1 more)."
+             "\n\nThe first: No heartbeat for 60 s."),
+            (peer_silent("w-a"), 3, ["w-a"], 3, None, f"3 {MUL} Peer silent: w-a",  # one peer, repeated: no "more"
+             "3 peer.silent alerts arrived while the first waited to be sent: w-a."
+             "\n\nThe first: No heartbeat for 60 s."),
+            (Notification("daemon.started", "swimmy started", "version 1"), 2, [], 0, None, f"2 {MUL} swimmy started",
+             "2 daemon.started alerts arrived while the first waited to be sent.\n\nThe first: version 1"),
+            (Notification("strategy.promoted", "Promoted to A: x", "", subject="x"), 2, ["x", "y"], 2,
+             "strategy.promoted", f"2 {MUL} strategy.promoted: x, y",
+             "2 strategy.promoted alerts arrived while the first waited to be sent: x, y."),
+        ],
+    )
+    def test_a_merged_burst_reads_as_a_summary(self, first: Notification, count: int, subjects: list[str],
+                                               named: int, head: str | None, title: str, description: str) -> None:
+        """The title and description start with the count and list the kept subjects; kind, subject, id stay."""
+        n = summary_notification(first, count, subjects, named, head)
+        assert (n.title, n.description) == (title, description)
+        assert (n.kind, n.subject, n.severity, n.id) == (first.kind, first.subject, first.severity, first.id)
+
+    def test_a_single_alert_is_unchanged(self) -> None:
+        """A count of one is the alert itself, so a lone alert reads exactly as before."""
+        n = peer_silent("w-a")
+        assert summary_notification(n, 1, ["w-a"], 1) is n
+
+    @pytest.mark.parametrize(
+        ("n", "head"),
+        [
+            (peer_silent("w-a"), "Peer silent"),
+            (Notification("telemetry.failing", "Telemetry writes failing", "", subject="/var/t"),
+             "Telemetry writes failing"),
+            (Notification("daemon.started", "", ""), "daemon.started"),
+        ],
+    )
+    def test_title_head_drops_the_subject(self, n: Notification, head: str) -> None:
+        """The shared part of a title is the title without a trailing subject, or the kind when nothing is left."""
+        assert title_head(n) == head
+
+
+class TestBursts:
+    async def test_500_silent_peers_are_one_message(self, server: WebhookServer) -> None:
+        """500 peer.silent alerts queued at once reach the webhook as one message naming the count and 10 peers."""
+        emitter = CapturingEmitter()
+        ns = [peer_silent(f"worker-{i}") for i in range(500)]
+        notifier = make(emitter, alerts=server.url())
+        assert all(notifier.submit(n) for n in ns)
+        assert notifier.queued == 1 and notifier.stats.coalesced == 499
+        async with running(notifier):
+            await settled(emitter, ns[0].id)
+            await until(lambda: notifier.queued == 0)
+        assert len(server.requests) == 1
+        embed = server.requests[0].body["embeds"][0]
+        names = ", ".join(f"worker-{i}" for i in range(10))
+        assert embed["title"] == f"500 {MUL} Peer silent: {names}, … (and 490 more)"
+        assert embed["description"] == (f"500 peer.silent alerts arrived while the first waited to be sent: {names}, … "
+                                        "(and 490 more).\n\nThe first: No heartbeat for 60 s.")
+        assert "worker-10" not in embed["title"] + embed["description"]
+        assert embed["footer"]["text"] == "swimmy · peer.silent · worker-0"
+        assert [(e.event_type, e.correlation_id) for e in emitter.events] == [("discord.delivered", ns[0].id)]
+        assert notifier.stats.delivered == 1 and notifier.stats.dropped == 0
+
+    def test_a_burst_keeps_ten_subjects_in_memory(self) -> None:
+        """However long the burst, the waiting entry holds the first 10 distinct subjects, no more."""
+        notifier = make(CapturingEmitter(), clock=FakeClock())
+        for i in range(3000):
+            notifier.submit(peer_silent(f"worker-{i}"))
+        (entry,) = notifier._queue  # private on purpose: the bound is on memory, not only on the text
+        assert entry.subjects == [f"worker-{i}" for i in range(10)] and entry.count == 3000
+
+    async def test_two_kinds_are_two_messages(self, server: WebhookServer) -> None:
+        """Alerts merge only with their own kind: interleaved silent and back alerts give one message per kind."""
+        emitter = CapturingEmitter()
+        silent = [peer_silent(f"p{i}") for i in range(2)]
+        back = [alert(kind="peer.recovered", title=f"Peer back: p{i}", subject=f"p{i}") for i in range(2)]
+        notifier = make(emitter, alerts=server.url())
+        for s, b in zip(silent, back, strict=True):
+            assert notifier.submit(s) and notifier.submit(b)
+        assert notifier.queued == 2 and notifier.stats.coalesced == 2
+        async with running(notifier):
+            await settled(emitter, silent[0].id, back[0].id)
+        assert [r.body["embeds"][0]["title"] for r in server.requests] == [f"2 {MUL} Peer silent: p0, p1",
+                                                                          f"2 {MUL} Peer back: p0, p1"]
+
+    async def test_an_alert_after_delivery_is_a_new_message(self, server: WebhookServer) -> None:
+        """Once the first alert is delivered, the next one of its kind is its own message, read as a single alert."""
+        emitter = CapturingEmitter()
+        first, second = peer_silent("p0"), peer_silent("p1")
+        async with running(make(emitter, alerts=server.url())) as notifier:
+            notifier.submit(first)
+            await settled(emitter, first.id)
+            notifier.submit(second)
+            await settled(emitter, second.id)
+        assert [r.body["embeds"][0]["title"] for r in server.requests] == ["Peer silent: p0", "Peer silent: p1"]
+        assert notifier.stats.coalesced == 0 and notifier.stats.delivered == 2
+
+    async def test_an_alert_in_flight_takes_no_more(self, server: WebhookServer) -> None:
+        """Alerts arriving while one of their kind is being delivered merge with each other, not into it."""
+        server.script = [Reply(204, delay_sec=0.3)]
+        emitter = CapturingEmitter()
+        ns = [peer_silent(f"p{i}") for i in range(3)]
+        async with running(make(emitter, alerts=server.url())) as notifier:
+            notifier.submit(ns[0])
+            await until(lambda: len(server.requests) == 1)
+            assert notifier.submit(ns[1]) and notifier.submit(ns[2])
+            await settled(emitter, ns[0].id, ns[1].id)
+        titles = [r.body["embeds"][0]["title"] for r in server.requests]
+        assert titles == ["Peer silent: p0", f"2 {MUL} Peer silent: p1, p2"]
+        assert notifier.stats.coalesced == 1
+
+    async def test_a_repeat_within_the_cooldown_is_suppressed_not_merged(self) -> None:
+        """The cooldown comes first: a repeat of one (kind, subject) is suppressed and does not add to the count."""
+        emitter = CapturingEmitter()
+        notifier = make(emitter, clock=FakeClock(), alert_cooldown_sec=300)
+        first = peer_silent("p0")
+        assert notifier.submit(first)
+        assert not notifier.submit(peer_silent("p0"))
+        assert notifier.stats.suppressed == 1 and notifier.stats.coalesced == 0
+        async with running(notifier):
+            await settled(emitter, first.id)
+        assert emitter.of_type("discord.dry_run")[-1].data["title"] == "Peer silent: p0"
+
+    async def test_a_dry_run_shows_the_summary(self) -> None:
+        """Without a webhook, a merged burst is one discord.dry_run carrying the summary title and description."""
+        emitter = CapturingEmitter()
+        ns = [peer_silent(f"p{i}") for i in range(3)]
+        async with running(make(emitter, clock=FakeClock())) as notifier:
+            for n in ns:
+                notifier.submit(n)
+            await settled(emitter, ns[0].id)
+        (dry,) = [e for e in emitter.of_type("discord.dry_run") if e.data["kind"] != "announce"]
+        assert dry.correlation_id == ns[0].id and dry.data["title"] == f"3 {MUL} Peer silent: p0, p1, p2"
+        assert dry.data["description"].startswith("3 peer.silent alerts")
+
+
+class TestQueueFull:
+    async def test_drops_are_one_warning_then_one_a_minute_then_the_rest(self) -> None:
+        """A queue_full episode: one warning at the first drop, one per 60 s, the rest when the queue takes again."""
+        emitter, clock = CapturingEmitter(), FakeClock()
+        notifier = make(emitter, clock=clock, queue_size=2)  # dry: draining needs no webhook
+        kinds = iter(f"kind-{i}" for i in range(1000))  # distinct kinds, so merging cannot make room
+
+        def other() -> Notification:
+            return alert(kind=next(kinds), subject="s")
+
+        def queue_full() -> list[Any]:
+            return [e for e in emitter.of_type("discord.failed") if e.data["reason"] == "queue_full"]
+
+        queued = [other(), other()]
+        assert all(notifier.submit(n) for n in queued)
+        first_drop = other()
+        assert not notifier.submit(first_drop)
+        (event,) = queue_full()
+        assert (event.severity, event.correlation_id) == ("warning", first_drop.id)
+        assert (event.data["count"], event.data["attempts"], event.data["status_code"]) == (1, 0, None)
+
+        window = [other() for _ in range(38)]
+        for n in window:  # 38 drops over 38 s: within 60 s of the first event, none is reported yet
+            clock.advance(1)
+            assert not notifier.submit(n)
+        assert notifier.submit(alert(kind=queued[0].kind, subject="t"))  # a merge is no drop and ends nothing
+        assert len(queue_full()) == 1
+
+        clock.advance(30)
+        assert not notifier.submit(minute := other())  # 68 s after the first event: one more, for all 39
+        assert len(queue_full()) == 2
+        assert (queue_full()[1].data["count"], queue_full()[1].correlation_id) == (39, window[0].id)
+        assert queue_full()[1].severity == "warning"
+        assert minute.id not in {e.correlation_id for e in emitter.events}
+
+        tail = [other() for _ in range(3)]
+        for n in tail:
+            assert not notifier.submit(n)
+        assert len(queue_full()) == 2
+
+        async with running(notifier):
+            await until(lambda: notifier.queued == 0)
+            assert notifier.submit(other())  # the queue takes again: the episode ends with its last count
+        assert len(queue_full()) == 3
+        assert (queue_full()[2].data["count"], queue_full()[2].correlation_id) == (3, tail[0].id)
+        assert sum(e.data["count"] for e in queue_full()) == notifier.stats.dropped == 43
+        assert notifier.stats.failed == 0
+
+        assert notifier.submit(other())
+        assert not notifier.submit(again := other())  # a new episode is reported at once
+        assert (len(queue_full()), queue_full()[3].correlation_id, queue_full()[3].data["count"]) == (4, again.id, 1)
+
+    async def test_an_episode_without_later_drops_ends_silently(self) -> None:
+        """One drop, then the queue takes again: the single event already accounted for it, nothing more."""
+        emitter = CapturingEmitter()
+        notifier = make(emitter, clock=FakeClock(), queue_size=1)
+        assert notifier.submit(alert(kind="peer.silent"))
+        assert not notifier.submit(alert(kind="worker.exited"))
+        async with running(notifier):
+            await until(lambda: notifier.queued == 0)
+            assert notifier.submit(alert(kind="wfv.timeout"))
+        assert [e.data["count"] for e in emitter.of_type("discord.failed")] == [1]
 
 
 class TestRouting:
@@ -654,7 +869,8 @@ class TestSecrets:
                 {"alerts": f"http://[bad/api/webhooks/1/{TOKEN}"},
             ]:
                 notifier = make(queue.emit, timeout_sec=0.3, alerts=urls["alerts"], heartbeat=urls.get("heartbeat"))
-                ns = [alert(subject=f"s{i}") for i in range(3)]
+                ns = [alert(subject=f"s{i}", kind=kind)  # three kinds, so three messages (one kind would merge)
+                      for i, kind in enumerate(("peer.silent", "peer.recovered", "worker.exited"))]
                 async with running(notifier):
                     for n in ns:
                         notifier.submit(n)
