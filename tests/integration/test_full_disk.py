@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -146,3 +147,38 @@ def test_drain_that_cannot_finish_exits_1_and_counts_the_loss(
     written = len(assert_whole_lines(telemetry))
     assert lost > 0
     assert written + lost >= 3000
+
+
+def test_a_disk_hovering_at_full_gives_one_outage_not_a_flapping_pair(
+    small_disk: Path, daemon_factory: Any, tmp_path: Path
+) -> None:
+    """A few KiB freed on a full disk (less than a batch) is no recovery: no telemetry.recovered until there
+    is room, then exactly one failing/recovered pair for the whole outage."""
+    telemetry = small_disk / "telemetry.jsonl"
+    config = write_config(
+        tmp_path,
+        {"telemetry": {"path": str(telemetry), "queue_size": 200_000}, "debug": {"burst_on_start": 3000},
+         "heartbeat": {"interval_sec": 0.2}},
+    )
+    crumb = small_disk / "crumb"
+    crumb.write_bytes(b"\0" * 16 * 1024)
+    filler = fill(small_disk, keep_free=96 * 1024)
+    daemon = daemon_factory(config)
+    wait_until(lambda: telemetry.exists() and os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+               < 4096, 20, "the disk to fill")
+    wait_until(lambda: whole_lines_or_none(telemetry), 5, "the file to settle on whole lines")
+    crumb.unlink()  # 16 KiB free: a retry would get part of a batch in, and the next batch would fail
+    deadline = time.monotonic() + 6.0  # longer than the capped retry backoff (5 s)
+    while time.monotonic() < deadline:
+        types = {e["event_type"] for e in read_events(telemetry)}
+        assert "telemetry.recovered" not in types, "a partial write into the last free pages is no recovery"
+        time.sleep(0.2)
+    filler.unlink()
+    wait_until(lambda: sum(e["event_type"] == "debug.burst" for e in read_events(telemetry)) == 3000, 30,
+               "the rest of the burst")
+    daemon.signal(signal.SIGTERM)
+    assert daemon.wait(30) == 0, daemon.stderr
+    types = [e["event_type"] for e in assert_whole_lines(telemetry)]
+    assert types.count("telemetry.failing") == 1 and types.count("telemetry.recovered") == 1
+    alerts = [e["data"]["kind"] for e in assert_whole_lines(telemetry) if e["event_type"] == "discord.dry_run"]
+    assert alerts.count("telemetry.failing") == 1 and alerts.count("telemetry.recovered") == 1
