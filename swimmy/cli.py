@@ -107,6 +107,11 @@ def build_parser() -> argparse.ArgumentParser:
     data_generate.add_argument("--noise", choices=("gaussian", "garch"), default="gaussian",
                                help="Gaussian iid shocks (default) or GARCH(1,1) with Student-t shocks")
 
+    data_check = data_commands.add_parser(
+        "check", help="report each configured universe: bars, range, gaps, duplicates, spacing, OHLC "
+                      "(exit 1: a problem)")
+    data_check.add_argument("--config", required=True, type=Path)
+
     keys = commands.add_parser("keys", help="CurveZMQ keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="SUBCOMMAND")
     generate = keys_commands.add_parser("generate", help="make a server and a client keypair")
@@ -246,10 +251,10 @@ def untraded(cfg: Config, specs: Sequence[StrategySpec]) -> None:
     from swimmy.errors import UsageError
 
     for spec in specs:
-        if spec.symbol not in cfg.school.symbols or spec.timeframe != cfg.school.timeframe:
+        if not cfg.school.trades(spec.symbol, spec.timeframe):
             raise UsageError(f"{spec.name()}: {spec.symbol} {spec.timeframe} is not traded by this config "
-                             f"(school.symbols {list(cfg.school.symbols)}, school.timeframe {cfg.school.timeframe}); "
-                             "nothing was imported")
+                             f"(school.symbols {list(cfg.school.symbols)}, "
+                             f"school.timeframes {list(cfg.school.timeframes)}); nothing was imported")
 
 
 def _strategies(args: argparse.Namespace) -> int:
@@ -315,6 +320,10 @@ def _data(args: argparse.Namespace) -> int:
     from swimmy.synth import generate
 
     cfg = load_config(args.config)
+    if args.data_command == "check":
+        from swimmy.datatools import run_check
+
+        return run_check(cfg, sys.stdout)
     directory = cfg.school.synthetic_dir or cfg.school.data_dir
     if args.bars < 1:
         raise UsageError(f"--bars must be >= 1, got {args.bars}")

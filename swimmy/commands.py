@@ -65,7 +65,7 @@ def build_commands(daemon: Daemon) -> dict[str, Command]:
         except BacktestError as exc:
             raise CommandError(str(exc), 2) from None
         for spec in specs:
-            if spec.symbol not in daemon.cfg.school.symbols or spec.timeframe != daemon.cfg.school.timeframe:
+            if not daemon.cfg.school.trades(spec.symbol, spec.timeframe):
                 raise CommandError(f"{spec.name()}: {spec.symbol} {spec.timeframe} is not traded by this config; "
                                    "nothing was imported", 2)
         return import_specs(daemon.store, specs, daemon.clock.time())

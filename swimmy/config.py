@@ -70,6 +70,17 @@ def _check_symbols(value: tuple[str, ...]) -> str | None:
     return None
 
 
+def _check_timeframes(value: tuple[str, ...]) -> str | None:
+    known = typing.get_args(Timeframe)
+    if not value:
+        return "must name at least one timeframe"
+    unknown = [v for v in value if v not in known]
+    if unknown:
+        return f"unknown timeframe {unknown[0]!r} (known: {', '.join(known)})"
+    duplicate = next((v for v in value if value.count(v) > 1), None)
+    return f"{duplicate!r} is listed twice" if duplicate is not None else None
+
+
 def _check_listen(value: str) -> str | None:
     if value == "":
         return None
@@ -147,7 +158,8 @@ class SchoolConfig:
     db_path: Path = Path("var/school.db")
     data_dir: Path = Path("data")
     symbols: tuple[str, ...] = _opt(["EURUSD"], check=_check_symbols)
-    timeframe: Timeframe = "H1"
+    timeframes: tuple[str, ...] = _opt(["H1"], check=_check_timeframes)  # each symbol is traded on each
+    timeframe: Timeframe | None = None  # deprecated: read as timeframes = [timeframe]
     cycle_sec: float = _opt(10, gt=0)
     population_max: int = _opt(2000, ge=1)
     breed_per_cycle: int = _opt(0, ge=0)  # an upper bound per cycle; 0 = none (breeding is paced by free credit)
@@ -157,6 +169,14 @@ class SchoolConfig:
     audit_strategies: int = _opt(50, ge=4, le=1000)
     # Where `[synthetic.SYMBOL]` universes are generated (at start-up, when missing) and read from.
     synthetic_dir: Path | None = None
+
+    def universes(self) -> list[tuple[str, str]]:
+        """Every (symbol, timeframe) the school trades: each symbol on each timeframe."""
+        return [(symbol, timeframe) for symbol in self.symbols for timeframe in self.timeframes]
+
+    def trades(self, symbol: str, timeframe: str) -> bool:
+        """Whether (symbol, timeframe) is one of the school's universes."""
+        return symbol in self.symbols and timeframe in self.timeframes
 
 
 @dataclass(frozen=True)
@@ -248,6 +268,15 @@ class SyntheticUniverse:
 
 
 @dataclass(frozen=True)
+class InstrumentConfig:
+    """[instruments.SYMBOL]: the pip and the costs of one symbol (unset: the defaults of SPEC §4)."""
+
+    pip: float | None = _opt(None, gt=0)  # default: 0.01 for a JPY quote, else 0.0001 (set it for XAUUSD, indices)
+    spread_pips: float | None = _opt(None, ge=0)  # default: backtest.spread_pips
+    slippage_pips: float | None = _opt(None, ge=0)  # default: backtest.slippage_pips
+
+
+@dataclass(frozen=True)
 class DiscordConfig:
     """[discord]: webhook env var names (never the URLs) and delivery limits."""
 
@@ -307,6 +336,7 @@ class Config:
     metrics: MetricsConfig = field(default_factory=MetricsConfig)
     debug: DebugConfig = field(default_factory=DebugConfig)
     synthetic: dict[str, SyntheticUniverse] = field(default_factory=dict)
+    instruments: dict[str, InstrumentConfig] = field(default_factory=dict)
     source: Path | None = field(default=None, compare=False)
     warnings: tuple[str, ...] = field(default=(), compare=False)  # deprecated keys: loaded, said at start
 
@@ -337,6 +367,21 @@ class Secret:
         return "'***'"
 
     __str__ = __repr__
+
+
+def default_pip(symbol: str) -> float:
+    """SPEC §4's default pip: 0.01 for a JPY quote, else 0.0001 (gold and indices must set theirs)."""
+    return 0.01 if "JPY" in symbol.upper() else 0.0001
+
+
+def instrument_costs(cfg: Config, symbol: str) -> dict[str, float]:
+    """The `costs` of a BACKTEST for `symbol`: `[instruments.SYMBOL]`, else the defaults."""
+    inst = cfg.instruments.get(symbol, InstrumentConfig())
+    return {
+        "spread_pips": cfg.backtest.spread_pips if inst.spread_pips is None else inst.spread_pips,
+        "slippage_pips": cfg.backtest.slippage_pips if inst.slippage_pips is None else inst.slippage_pips,
+        "pip": default_pip(symbol) if inst.pip is None else inst.pip,
+    }
 
 
 def webhook_urls(cfg: DiscordConfig, env: Mapping[str, str] | None = None) -> tuple[Secret | None, Secret | None]:
@@ -373,6 +418,13 @@ def config_from_mapping(doc: Mapping[str, Any], *, base_dir: Path, source: Path 
     """Validate a parsed document; raise ConfigError listing every bad key path."""
     problems: list[str] = []
     values: Config = _build(Config(), doc, "", base_dir, problems)
+    school = doc.get("school")
+    if values.school.timeframe is not None and isinstance(school, Mapping):
+        if "timeframes" in school:
+            problems.append("school.timeframe: deprecated and contradicts school.timeframes; remove it")
+        else:
+            values = dataclasses.replace(values, school=dataclasses.replace(
+                values.school, timeframes=(values.school.timeframe,), timeframe=None))
     if problems:
         raise ConfigError(problems)
     return dataclasses.replace(values, source=source, warnings=tuple(_deprecations(doc)))
@@ -385,6 +437,9 @@ def _deprecations(doc: Mapping[str, Any]) -> list[str]:
     if isinstance(oos, Mapping) and "window_days" in oos:
         out.append("oos.window_days is deprecated: it is read as oos.min_window_days (the holdout is the newest "
                    "oos.window_fraction of the bars, at least that many days); rename the key")
+    school = doc.get("school")
+    if isinstance(school, Mapping) and "timeframe" in school:
+        out.append("school.timeframe is deprecated: it is read as school.timeframes = [its value]; rename the key")
     zmq = doc.get("zmq")
     if isinstance(zmq, Mapping) and "result_endpoint" in zmq:
         out.append("zmq.result_endpoint is deprecated and no longer used: workers return results on "
@@ -405,8 +460,8 @@ def _build(base: Any, doc: Any, prefix: str, base_dir: Path, problems: list[str]
     changes: dict[str, Any] = {}
     for name, f in fields.items():
         default = getattr(base, name)
-        if name == "synthetic":
-            changes[name] = _build_tables(SyntheticUniverse(), doc.get(name, {}), f"{prefix}{name}.", base_dir,
+        if name in TABLES_OF_TABLES:
+            changes[name] = _build_tables(TABLES_OF_TABLES[name](), doc.get(name, {}), f"{prefix}{name}.", base_dir,
                                           problems)
             continue
         if dataclasses.is_dataclass(default):
@@ -423,6 +478,9 @@ def _build(base: Any, doc: Any, prefix: str, base_dir: Path, problems: list[str]
             value = default
         changes[name] = _resolve(value, base_dir)
     return dataclasses.replace(base, **changes)
+
+
+TABLES_OF_TABLES: dict[str, Any] = {"synthetic": SyntheticUniverse, "instruments": InstrumentConfig}
 
 
 def _build_tables(template: Any, doc: Any, prefix: str, base_dir: Path, problems: list[str]) -> dict[str, Any]:

@@ -28,10 +28,9 @@ from swimmy import __version__
 from swimmy.alerts import ALERT_EVENTS, alert_for
 from swimmy.backtest.client import BacktestClient
 from swimmy.backtest.data import universe_name
-from swimmy.backtest.strategies import pip_size
 from swimmy.clock import Clock, SystemClock
 from swimmy.commands import SLOW_COMMANDS, build_commands
-from swimmy.config import Config, load_config, plan_reload, webhook_urls
+from swimmy.config import Config, instrument_costs, load_config, plan_reload, webhook_urls
 from swimmy.control import ControlServer
 from swimmy.dispatcher import Dispatcher, heartbeat_handler
 from swimmy.errors import ConfigError, StoreError
@@ -267,7 +266,7 @@ class Daemon:
             timeout_sec=cfg.backtest.timeout_sec, worker_timeout_sec=cfg.backtest.worker_timeout_sec,
             max_attempts=cfg.backtest.max_attempts, universe_hash=self._universe_hash, costs_for=self._costs_for,
             on_progress=self.progress.beater("backtest-client"), debug_events=cfg.telemetry.log_level == "debug",
-            universes=tuple(universe_name(s, cfg.school.timeframe) for s in cfg.school.symbols))
+            universes=tuple(universe_name(s, tf) for s, tf in cfg.school.universes()))
         for kind, handler in (("READY", self.backtests.handle_ready), ("BUSY", self.backtests.handle_busy),
                               ("BACKTEST_RESULT", self.backtests.handle_result)):
             self.dispatcher.register_work(kind, handler)
@@ -313,8 +312,7 @@ class Daemon:
         return self.school.universe_hash(universe) if self.school is not None else None
 
     def _costs_for(self, symbol: str) -> dict[str, float]:
-        return {"spread_pips": self.cfg.backtest.spread_pips, "slippage_pips": self.cfg.backtest.slippage_pips,
-                "pip": pip_size(symbol)}
+        return instrument_costs(self.cfg, symbol)
 
     def health_status(self) -> str:
         """OK, or DEGRADED when the daemon knows something is wrong."""

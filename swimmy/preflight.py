@@ -12,9 +12,9 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-from swimmy.backtest.data import data_path, universe_dir
+from swimmy.backtest.data import load_bars, universe_dir
 from swimmy.config import Config
-from swimmy.errors import ConfigError
+from swimmy.errors import ConfigError, DataError
 
 
 def check_paths(cfg: Config) -> None:
@@ -68,11 +68,15 @@ def _data(cfg: Config) -> list[str]:
             return [f"{problems[0]} (it holds the data of {', '.join(from_data_dir)})"]
     if len(from_data_dir) < len(school.symbols):
         return []  # a [synthetic.SYMBOL] universe is generated at start-up when missing
-    files = [data_path(school.data_dir, s, school.timeframe) for s in from_data_dir]
-    if not any(_mode(f) is not None and stat.S_ISREG(_mode(f) or 0) for f in files):
-        return [f"school.symbols: no configured universe has data: {', '.join(str(f) for f in files)} "
-                "not found (docs/deploy.md, \"Market data\")"]
-    return []
+    errors = []
+    for symbol, timeframe in school.universes():
+        try:
+            load_bars(school.data_dir, symbol, timeframe)  # cached: the daemon's school reads it from here
+        except DataError as exc:
+            errors.append(str(exc))
+        else:
+            return []  # one usable universe is enough: the school pauses the others (data.invalid)
+    return ["school.symbols: no configured universe is usable (docs/data.md):", *(f"  {e}" for e in errors)]
 
 
 def _mode(path: Path) -> int | None:

@@ -561,6 +561,28 @@ class Store:
         _check(rank, RANKS, "rank")
         self._update_strategy(name, "rank = ?, updated_at = ?", [rank, now])
 
+    def reevaluate_universe(self, symbol: str, timeframe: str, now: float) -> list[tuple[str, str]]:
+        """New data: every ranked strategy of the universe goes back to the incubator, its verdicts cleared.
+
+        Its IS figures, holdout verdict and walk-forward were measured on data that is no longer the
+        universe's; the school runs it again on the new data and ranks it from there. Returns (name, old
+        rank) of each, in one transaction.
+        """
+        with self._write(f"re-evaluate {symbol} {timeframe} on new data") as conn:
+            rows = conn.execute("SELECT name, rank FROM strategies WHERE symbol = ? AND timeframe = ?"
+                                " AND rank IN ('B', 'A', 'S')", (symbol, timeframe)).fetchall()
+            names = [(str(r[0]),) for r in rows]
+            conn.executemany("UPDATE strategies SET rank = 'incubator', oos_sharpe = NULL, oos_psr = NULL,"
+                             " oos_trades = NULL, oos_decision = NULL, wfv_decision = NULL, updated_at = ?"
+                             " WHERE name = ?", [(now, n) for (n,) in names])
+            conn.executemany("DELETE FROM oos_queue WHERE strategy = ?", names)
+        return [(str(r[0]), str(r[1])) for r in rows]
+
+    def holdout_hashes(self, universe: str) -> list[str]:
+        """The data hashes whose holdout split was recorded for this universe (the data it has seen)."""
+        return [str(r[0]) for r in self._read("SELECT data_hash FROM holdout_splits WHERE universe = ?",
+                                              (universe,))]
+
     def set_oos_sharpe(self, name: str, oos_sharpe: float | None, now: float) -> None:
         """Store (or forget, with None) a strategy's OOS Sharpe."""
         self._update_strategy(name, "oos_sharpe = ?, updated_at = ?", [_finite(oos_sharpe), now])

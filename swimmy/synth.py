@@ -425,8 +425,7 @@ def ensure_synthetic(cfg: Config) -> list[Path]:
 
 def _timeframes(cfg: Config) -> tuple[str, ...]:
     """The timeframes the school trades (`school.timeframes` where the config has it, else `school.timeframe`)."""
-    many = getattr(cfg.school, "timeframes", None)
-    return tuple(many) if many else (cfg.school.timeframe,)
+    return cfg.school.timeframes
 
 
 def _read_marker(marker: Path) -> dict[str, object] | None:

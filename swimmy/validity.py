@@ -22,7 +22,7 @@ from typing import Any
 from swimmy.backtest.client import BacktestClient
 from swimmy.backtest.data import data_hash, universe_name
 from swimmy.backtest.worker import serve_request
-from swimmy.config import Config, config_from_mapping
+from swimmy.config import Config, config_from_mapping, instrument_costs
 from swimmy.school.loop import School
 from swimmy.store import Store
 from swimmy.synth import PLANTED_TREND_STRENGTH, generate
@@ -130,8 +130,7 @@ def run_school(directory: Path, kind: str, seed: int, *, trials: int = 1000, bar
     school: School | None = None
     client = BacktestClient(worker, emit, clock, timeout_sec=1e9, worker_timeout_sec=1e9,
                             universe_hash=lambda u: school.universe_hash(u) if school is not None else None,
-                            costs_for=lambda s: {"spread_pips": cfg.backtest.spread_pips,
-                                                 "slippage_pips": cfg.backtest.slippage_pips, "pip": 0.0001})
+                            costs_for=lambda symbol: instrument_costs(cfg, symbol))
     school = School(cfg, store, client, emit, clock, rng=random.Random(seed))
     verdicts = Verdicts(kind, seed)
     try:

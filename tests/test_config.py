@@ -11,6 +11,7 @@ from helpers import REPO, run_cli
 from swimmy.config import (
     Config,
     config_from_mapping,
+    instrument_costs,
     load_config,
     plan_reload,
     render_toml,
@@ -169,7 +170,8 @@ class TestCli:
             ("[heartbeat]\ninterval_sec = inf\n", "heartbeat.interval_sec: must be a finite number"),
             ("[school]\nsymbols = []\n", "school.symbols: must name at least one symbol"),
             ('[school]\ndata_dir = "missing"\n', "school.data_dir: {tmp}/missing does not exist"),
-            ('[school]\ndata_dir = "empty"\n', "school.symbols: no configured universe has data"),
+            ('[school]\ndata_dir = "empty"\n', "school.symbols: no configured universe is usable"),
+            ('[school]\ndata_dir = "bad"\n', "  {tmp}/bad/EURUSD_H1.csv:3: bad number in high: 'x'"),
             ('[telemetry]\npath = "logs"\n', "telemetry.path: {tmp}/logs is a directory"),
             ('[telemetry]\npath = "afile/telemetry.jsonl"\n', "telemetry.path: {tmp}/afile (in "),
             ('[school]\ndb_path = "logs"\n', "school.db_path: {tmp}/logs is a directory"),
@@ -181,6 +183,9 @@ class TestCli:
         """NaN/inf, no symbols, no data, a directory for a file: exit 2 naming the key, nothing created."""
         (tmp_path / "logs").mkdir()
         (tmp_path / "empty").mkdir()
+        (tmp_path / "bad").mkdir()
+        (tmp_path / "bad" / "EURUSD_H1.csv").write_text("timestamp,open,high,low,close\n"
+                                                       "1483308000,1.1,1.2,1.0,1.1\n1483311600,1.1,x,1.0,1.1\n")
         (tmp_path / "afile").write_text("")
         path = tmp_path / "bad.toml"
         data = "" if "data_dir" in body else SAMPLE_DATA
@@ -222,6 +227,49 @@ class TestCli:
     def test_the_old_oos_window_days_is_read_as_min_window_days(self) -> None:
         cfg = config_from_mapping({"oos": {"window_days": 30}}, base_dir=Path("/"))
         assert cfg.oos.holdout_min_days == 30 and "oos.window_days is deprecated" in cfg.warnings[0]
+
+    def test_timeframes_is_a_list_and_every_symbol_trades_on_each(self) -> None:
+        """school.timeframes: the school's universes are the product of symbols and timeframes."""
+        cfg = config_from_mapping({"school": {"symbols": ["EURUSD", "USDJPY"], "timeframes": ["H1", "M5"]}},
+                                  base_dir=Path("/"))
+        assert cfg.school.universes() == [("EURUSD", "H1"), ("EURUSD", "M5"), ("USDJPY", "H1"), ("USDJPY", "M5")]
+        assert cfg.school.trades("USDJPY", "M5") and not cfg.school.trades("USDJPY", "D1")
+        assert cfg.warnings == ()
+
+    def test_the_old_timeframe_key_is_read_as_a_one_item_list_with_a_warning(self, tmp_path: Path) -> None:
+        """school.timeframe = "M15" still works: timeframes = ["M15"], and a rendered config loads back alike."""
+        cfg = config_from_mapping({"school": {"timeframe": "M15"}}, base_dir=Path("/"))
+        assert cfg.school.timeframes == ("M15",)
+        assert any("school.timeframe is deprecated" in w for w in cfg.warnings)
+        path = tmp_path / "c.toml"
+        path.write_text(render_toml(cfg))
+        assert load_config(path).school.timeframes == ("M15",)
+
+    @pytest.mark.parametrize(
+        ("school", "message"),
+        [
+            ({"timeframe": "H1", "timeframes": ["M5"]}, "school.timeframe: deprecated and contradicts"),
+            ({"timeframes": []}, "school.timeframes: must name at least one timeframe"),
+            ({"timeframes": ["H2"]}, "school.timeframes: unknown timeframe 'H2'"),
+            ({"timeframes": ["H1", "H1"]}, "school.timeframes: 'H1' is listed twice"),
+        ],
+    )
+    def test_bad_timeframes_name_the_key(self, school: dict[str, object], message: str) -> None:
+        with pytest.raises(ConfigError) as info:
+            config_from_mapping({"school": school}, base_dir=Path("/"))
+        assert any(p.startswith(message) for p in info.value.problems), info.value.problems
+
+    def test_instruments_set_pip_and_costs_per_symbol(self) -> None:
+        """[instruments.XAUUSD]: its own pip and costs; other symbols keep the defaults (JPY: 0.01)."""
+        cfg = config_from_mapping({
+            "backtest": {"spread_pips": 0.8, "slippage_pips": 0.2},
+            "instruments": {"XAUUSD": {"pip": 0.1, "spread_pips": 3.0}, "USDJPY": {"slippage_pips": 0.5}},
+        }, base_dir=Path("/"))
+        assert instrument_costs(cfg, "XAUUSD") == {"spread_pips": 3.0, "slippage_pips": 0.2, "pip": 0.1}
+        assert instrument_costs(cfg, "USDJPY") == {"spread_pips": 0.8, "slippage_pips": 0.5, "pip": 0.01}
+        assert instrument_costs(cfg, "EURUSD") == {"spread_pips": 0.8, "slippage_pips": 0.2, "pip": 0.0001}
+        with pytest.raises(ConfigError, match=r"instruments\.XAUUSD\.pip: must be > 0"):
+            config_from_mapping({"instruments": {"XAUUSD": {"pip": 0}}}, base_dir=Path("/"))
 
     def test_synthetic_tables_name_their_universe(self) -> None:
         cfg = config_from_mapping({"synthetic": {"SYNTH_X": {"kind": "planted_trend", "seed": 3}}}, base_dir=Path("/"))

@@ -81,6 +81,7 @@ class _Request:
     worker: bytes | None = None  # the identity holding it now; None while queued
     queued: bool = False
     recovered: bool = False  # re-queued at start-up: a worker of the earlier run may still be running it
+    data_hash: str | None = None  # the data it must be answered on
 
 
 @dataclass
@@ -221,7 +222,7 @@ class BacktestClient:
         if extra:
             body.update(extra)
         req = _Request(request_id, encode_work(body), purpose, str(strategy.get("name", "")), universe, on_done,
-                       self._clock.monotonic() + self.timeout_sec, recovered=recover)
+                       self._clock.monotonic() + self.timeout_sec, recovered=recover, data_hash=data_hash)
         self._requests[request_id] = req
         self.sent += 1
         self._enqueue(req)
@@ -460,6 +461,9 @@ class BacktestClient:
         for req in list(self._requests.values()):
             if now < req.deadline:
                 continue
+            if req.queued and self._universe_hash(req.universe) is None:
+                req.deadline = now + self.timeout_sec  # its universe is paused (bad data): it waits, untimed
+                continue
             if req.attempts == 1:
                 req.attempts = 2
                 req.deadline = now + self.timeout_sec
@@ -474,6 +478,26 @@ class BacktestClient:
             self._give_up(req, now)
         self._check_incompatible(now)
         self.pump()
+
+    def retire_stale(self, universe: str, data_hash: str) -> int:
+        """The universe's data is now `data_hash`: end its requests made on other data as `stale`.
+
+        Their answers could never be stored (the figures would be of the old data) and no worker with the
+        new file can serve them (each would answer `data mismatch`). The owners ask again on the new data;
+        a late answer of a worker still running one is ignored. Returns how many ended.
+        """
+        stale = [r for r in self._requests.values() if r.universe == universe and r.data_hash != data_hash]
+        for req in stale:
+            del self._requests[req.request_id]
+            if req.worker is not None and (holder := self._workers.get(req.worker)) is not None:
+                holder.held.pop(req.request_id, None)
+            req.queued = False
+            self._finish(req, Outcome(req.request_id, req.purpose, req.strategy, "stale",
+                                      error=f"data changed: {universe} is now {data_hash}, the request was made "
+                                            f"on {req.data_hash}", attempts=req.attempts))
+        if stale:
+            self.pump()
+        return len(stale)
 
     def _give_up(self, req: _Request, now: float) -> None:
         del self._requests[req.request_id]

@@ -1,6 +1,8 @@
-"""Market data: one CSV of bars per symbol and timeframe, checked and turned into numpy arrays.
+"""Market data: one file of bars per universe (symbol and timeframe), as numpy arrays.
 
-Two layouts are accepted (the header picks one):
+The canonical file, `SYMBOL_TF.npy` (swimmy/backtest/canonical.py, written by `swimmy
+data import`), is memory-mapped: nothing is parsed. Without one, `SYMBOL_TF.csv` is read,
+in one of two layouts (the header picks one):
 
 - `timestamp,open,high,low,close[,volume]`: Unix seconds, an integer or a float with `.0`;
 - `Time,Open,High,Low,Close,Volume`: `DD.MM.YYYY HH:MM:SS.mmm` in UTC (the Dukascopy export).
@@ -17,7 +19,6 @@ read-only, since every backtest of the process shares them.
 from __future__ import annotations
 
 import functools
-import hashlib
 import math
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -27,6 +28,7 @@ from typing import Final, NoReturn
 import numpy as np
 import numpy.typing as npt
 
+from swimmy.backtest.canonical import EXTENSION, canonical_path, file_hash, open_canonical
 from swimmy.backtest.engine import Bars
 from swimmy.config import Config
 from swimmy.errors import DataError
@@ -53,7 +55,6 @@ IntArray = npt.NDArray[np.int64]
 
 _cache: dict[str, tuple[int, int, Bars]] = {}
 _hash_cache: dict[str, tuple[int, int, str]] = {}
-HASH_CHARS: Final = 16
 
 
 def universe_name(symbol: str, timeframe: str) -> str:
@@ -75,7 +76,10 @@ def universe_dir(cfg: Config, symbol: str) -> Path:
 
 
 def data_path(data_dir: Path, symbol: str, timeframe: str) -> Path:
-    """The file that holds a universe's bars."""
+    """The file that holds a universe's bars: the canonical `.npy` when there is one, else the `.csv`."""
+    canonical = canonical_path(data_dir, symbol, timeframe)
+    if canonical.exists():
+        return canonical
     return data_dir / f"{symbol}_{timeframe}.csv"
 
 
@@ -94,20 +98,20 @@ def data_hash(data_dir: Path, symbol: str, timeframe: str) -> str | None:
     hit = _hash_cache.get(key)
     if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
         return hit[2]
-    digest = hashlib.sha256()
     try:
-        with resolved.open("rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                digest.update(chunk)
+        value = file_hash(resolved)
     except OSError:
         return None
-    value = digest.hexdigest()[:HASH_CHARS]
     _hash_cache[key] = (st.st_mtime_ns, st.st_size, value)
     return value
 
 
 def load_bars(data_dir: Path, symbol: str, timeframe: str) -> Bars:
-    """The bars of `data_dir/SYMBOL_TIMEFRAME.csv`, parsed once per process while the file is unchanged."""
+    """The bars of a universe (`data_path`), read once per process while the file is unchanged.
+
+    A canonical `.npy` is mapped, not read: the arrays are views of the page cache that every process
+    on the machine shares. A `.csv` is parsed into arrays of this process.
+    """
     path = data_path(data_dir, symbol, timeframe)
     try:
         resolved = _resolved(str(path))
@@ -120,7 +124,7 @@ def load_bars(data_dir: Path, symbol: str, timeframe: str) -> Bars:
     hit = _cache.get(key)
     if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
         return hit[2]
-    bars = read_csv(path)
+    bars = open_canonical(resolved) if resolved.suffix == EXTENSION else read_csv(path)
     # One entry per file: a changed file replaces its old bars instead of piling up next to them.
     _cache[key] = (st.st_mtime_ns, st.st_size, bars)
     return bars

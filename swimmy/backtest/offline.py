@@ -10,7 +10,7 @@ from typing import TextIO
 from swimmy.backtest.data import load_bars, universe_dir
 from swimmy.backtest.engine import Costs, run_backtest
 from swimmy.backtest.strategies import spec_of
-from swimmy.config import Config
+from swimmy.config import Config, instrument_costs
 from swimmy.errors import StoreError, UsageError
 from swimmy.store import Store
 
@@ -56,7 +56,7 @@ def run_offline(cfg: Config, name: str, date_from: str | None, date_to: str | No
         _progress(err, 1, 2, f"loaded {len(bars):,} bars; backtesting")
     started = time.perf_counter()
     result = run_backtest(spec, bars, start_ts=start_ts, end_ts=end_ts,
-                          costs=Costs(cfg.backtest.spread_pips, cfg.backtest.slippage_pips))
+                          costs=Costs(**instrument_costs(cfg, spec.symbol)))
     elapsed_ms = (time.perf_counter() - started) * 1000
     if show:
         _progress(err, 2, 2, f"done in {elapsed_ms:.0f} ms")

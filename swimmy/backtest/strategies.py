@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from swimmy.config import default_pip
 from swimmy.errors import BacktestError
 
 FAMILIES: dict[str, tuple[str, ...]] = {
@@ -24,6 +25,8 @@ CROSS_FAMILIES = frozenset({"sma_cross", "ema_cross"})
 PERIOD_PARAMS = frozenset({"fast", "slow", "period"})
 
 TIMEFRAMES: tuple[str, ...] = ("M1", "M5", "M15", "M30", "H1", "H4", "D1")
+TIMEFRAME_SEC: dict[str, int] = {"M1": 60, "M5": 300, "M15": 900, "M30": 1800, "H1": 3600, "H4": 14_400,
+                                 "D1": 86_400}
 # FX trades 24 hours a day, 5 days a week, 52 weeks a year.
 BARS_PER_YEAR: dict[str, int] = {
     "M1": 374_400,
@@ -201,5 +204,5 @@ def spec_of(row: HasRules) -> StrategySpec:
 
 
 def pip_size(symbol: str) -> float:
-    """0.01 for JPY pairs, else 0.0001."""
-    return 0.01 if "JPY" in symbol.upper() else 0.0001
+    """The default pip when no `[instruments.SYMBOL]` says otherwise: 0.01 for JPY pairs, else 0.0001."""
+    return default_pip(symbol)

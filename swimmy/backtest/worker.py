@@ -40,7 +40,7 @@ from swimmy.backtest.data import data_hash, load_bars, universe_dir, universe_na
 from swimmy.backtest.engine import Bars, Costs, run_backtest
 from swimmy.backtest.strategies import StrategySpec
 from swimmy.backtest.walkforward import fold_result_fields, parse_fold_request, run_fold
-from swimmy.config import Config
+from swimmy.config import Config, instrument_costs
 from swimmy.errors import BacktestError, DataError
 from swimmy.wire.messages import (
     WORK_VERSION,
@@ -79,10 +79,10 @@ def default_worker_id() -> str:
 def local_data(cfg: Config) -> dict[str, str]:
     """Universe -> hash of every configured universe whose file we have."""
     out = {}
-    for symbol in cfg.school.symbols:
-        h = data_hash(universe_dir(cfg, symbol), symbol, cfg.school.timeframe)
+    for symbol, timeframe in cfg.school.universes():
+        h = data_hash(universe_dir(cfg, symbol), symbol, timeframe)
         if h is not None:
-            out[universe_name(symbol, cfg.school.timeframe)] = h
+            out[universe_name(symbol, timeframe)] = h
     return out
 
 
@@ -105,10 +105,8 @@ def serve_request(req: BacktestRequest, cfg: Config, worker: str, beat: Beat | N
                                      f" with hash {ours}, the request wants {req.data_hash}",
                                elapsed_ms=_ms(started), worker=worker)
         bars = load_bars(universe_dir(cfg, spec.symbol), spec.symbol, spec.timeframe)
-        c = req.costs or {}
-        costs = Costs(float(c.get("spread_pips", cfg.backtest.spread_pips)),
-                      float(c.get("slippage_pips", cfg.backtest.slippage_pips)),
-                      float(c["pip"]) if isinstance(c.get("pip"), int | float) else None)
+        c = {**instrument_costs(cfg, spec.symbol), **(req.costs or {})}  # the daemon's costs win
+        costs = Costs(float(c["spread_pips"]), float(c["slippage_pips"]), float(c["pip"]))
         if req.purpose == "wfv_fold":
             return _serve_fold(req, spec, bars, costs, name, worker, started, beat)
         result = run_backtest(spec, bars, start_ts=req.start_ts, end_ts=req.end_ts, costs=costs,

@@ -15,12 +15,14 @@ import random
 from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import structlog
 
+from swimmy.backtest.canonical import read_sidecar
 from swimmy.backtest.client import BacktestClient, Outcome
-from swimmy.backtest.data import data_hash, load_bars, universe_dir, universe_name
+from swimmy.backtest.data import data_hash, data_path, load_bars, universe_dir, universe_name
 from swimmy.backtest.metrics import SKETCH_BLOCKS
 from swimmy.backtest.strategies import BARS_PER_YEAR, spec_of
 from swimmy.catalog import row_for
@@ -160,6 +162,7 @@ class School:
         self._on_ranked = on_ranked or (lambda name, old, new, reason: None)
         self._windows: dict[tuple[str, str], DataWindow | None] = {}
         self._data_hashes: dict[str, str] = {}
+        self._invalid: dict[str, str] = {}  # paused universes: the error
         self._splits: dict[tuple[str, str], int] = {}
         self._split_keys = (cfg.oos.window_fraction, cfg.oos.holdout_min_days)  # fixed at start (SPEC §5)
         self.ledger = Ledger(store, level=cfg.ranks.A.dsr or 0.95)
@@ -182,7 +185,7 @@ class School:
         self.oos = OosRequester(cfg, store, client, emit, clock, oos_start=self._oos_start, rerank=self.rerank,
                                 retire=self.retire, dsr_now=self.dsr_now, look=self.count_look)
         self.wfv = WfvScheduler(cfg, store, client, emit, clock, is_timestamps=self._is_timestamps,
-                                rerank=self.rerank, retire=self.retire)
+                                rerank=self.rerank, retire=self.retire, paused=self.paused)
         self.cycles = 0
         client.on_credit = self.schedule_feed
 
@@ -197,7 +200,7 @@ class School:
 
     def universes(self) -> list[tuple[str, str]]:
         """The configured (symbol, timeframe) pairs."""
-        return [(symbol, self.cfg.school.timeframe) for symbol in self.cfg.school.symbols]
+        return self.cfg.school.universes()
 
     def usable(self) -> list[tuple[str, str]]:
         """The universes whose data loaded."""
@@ -207,35 +210,68 @@ class School:
         """The data_hash of a universe's file as the school last loaded it; None when it has no data."""
         return self._data_hashes.get(universe)
 
+    def paused(self, universe: str) -> bool:
+        """Whether a universe is paused: its file is missing, unreadable or broken (data.invalid)."""
+        return universe in self._invalid
+
     async def refresh_windows(self) -> None:
-        """Load (cached, in a thread) the bars of every configured universe and their hashes."""
+        """Load (cached, in a thread) the bars of every configured universe and their hashes.
+
+        A universe whose file cannot be used is paused (`data.invalid`, once per outage): nothing of it is
+        bred, sent, ranked, retired or judged, and its requests wait. When a usable file is back,
+        `data.recovered`; when it is other data than before (another hash), `data.imported`, its requests
+        made on the old data end as stale, and its ranked strategies are evaluated again on the new data.
+        """
         for key in self.universes():
             name = universe_name(*key)
+            where = universe_dir(self.cfg, key[0])
+            path = data_path(where, *key)
             try:
-                where = universe_dir(self.cfg, key[0])
                 bars = await asyncio.to_thread(load_bars, where, *key)
-                digest = await asyncio.to_thread(data_hash, where, *key)
+                digest, window = self._usable_window(name, await asyncio.to_thread(data_hash, where, *key),
+                                                     bars.timestamps, path)
             except DataError as exc:
-                if self._windows.get(key, ...) is not None:
-                    log.warning("no usable data: the school skips this universe", universe=name, error=str(exc))
-                self._windows[key] = None
-                self._data_hashes.pop(name, None)
+                self._pause(key, name, path, str(exc))
                 continue
-            self._windows[key] = data_window(bars.timestamps, self._split(name, digest, bars.timestamps))
-            if digest is not None and self._windows[key] is not None:
-                self._data_hashes[name] = digest
-            else:
-                self._data_hashes.pop(name, None)
+            self._windows[key] = window
+            self._data_hashes[name] = digest
+            if name in self._invalid:
+                del self._invalid[name]
+                self._emit("data.recovered", service="school", correlation_id=name,
+                           data={"universe": name, "path": str(path), "data_hash": digest, "error": None,
+                                 "bars": len(bars)})
 
-    def _split(self, universe: str, digest: str | None, timestamps: np.ndarray) -> int | None:
+    def _usable_window(self, name: str, digest: str | None, timestamps: np.ndarray,
+                       path: Path) -> tuple[str, DataWindow]:
+        """The hash and the IS/holdout window of freshly loaded data; DataError when it cannot be used."""
+        if digest is None:
+            raise DataError(f"{path}: cannot read it to hash it")
+        window = data_window(timestamps, self._split(name, digest, timestamps, path))
+        if window is None:
+            raise DataError(f"{path}: too short: fewer than 2 bars before the holdout (the newest "
+                            f"{self._split_keys[0]:g} of the bars, at least {self._split_keys[1]} days)")
+        return digest, window
+
+    def _pause(self, key: tuple[str, str], name: str, path: Path, error: str) -> None:
+        self._windows[key] = None
+        self._data_hashes.pop(name, None)
+        if name in self._invalid:
+            return
+        self._invalid[name] = error
+        broken = data_hash(universe_dir(self.cfg, key[0]), *key)
+        self._emit("data.invalid", service="school", severity="warning", correlation_id=name,
+                   data={"universe": name, "path": str(path), "error": error, "data_hash": broken})
+
+    def _split(self, universe: str, digest: str, timestamps: np.ndarray, path: Path) -> int | None:
         """The holdout's start for this data: recorded once per data hash, so it never moves for that data.
 
         The split's keys (oos.window_fraction, oos.min_window_days) take effect for new data or at restart:
-        a SIGHUP never moves a holdout under strategies already judged on it.
+        a SIGHUP never moves a holdout under strategies already judged on it. Data the universe has not had
+        before is taken in here (`_take_new_data`).
         """
-        if digest is None:
-            return None
+        previous = self._data_hashes.get(universe)
         known = self._splits.get((universe, digest))
+        new = False
         if known is None:
             recorded = self._store.holdout_split(universe, digest)
             if recorded is not None:
@@ -244,9 +280,46 @@ class School:
                 known = holdout_start(timestamps, self._split_keys[0], self._split_keys[1])
                 if known is None:
                     return None
+                earlier = self._store.holdout_hashes(universe)
                 self._store.record_holdout_split(universe, digest, known, *self._split_keys, self._clock.time())
+                self._take_new_data(universe, digest, timestamps, path, changed=bool(earlier))
+                new = True
             self._splits[(universe, digest)] = known
+        if not new and previous is not None and previous != digest:
+            # Back to data the universe had before (a file restored): what was ranked since is run again.
+            self._reevaluate(universe, digest, "the data changed back to an earlier file")
         return known
+
+    def _take_new_data(self, universe: str, digest: str, timestamps: np.ndarray, path: Path, *,
+                       changed: bool) -> None:
+        """`data.imported` for a hash the universe has never had; re-evaluate what was ranked on the old."""
+        reevaluated = self._reevaluate(universe, digest, "new data") if changed else 0
+        side = read_sidecar(path) if path.suffix == ".npy" else None
+        side = side if side is not None and side.get("data_hash") == digest else {}
+        self._emit("data.imported", service="core", correlation_id=universe, data={
+            "universe": universe, "source": side.get("source", str(path)), "format": side.get("format", "csv"),
+            "bars": len(timestamps), "first_ts": int(timestamps[0]), "last_ts": int(timestamps[-1]),
+            "data_hash": digest, "path": str(path), "reevaluated": reevaluated})
+
+    def _reevaluate(self, universe: str, digest: str, why: str) -> int:
+        """Requests on other data end (stale); the ranked strategies go back to the incubator to be run again."""
+        self._client.retire_stale(universe, digest)
+        symbol, _, timeframe = universe.rpartition("_")
+        now = self._clock.time()
+        moved = self._store.reevaluate_universe(symbol, timeframe, now)
+        reason = f"{why}: evaluated again on {universe} {digest}"
+        trials, n_eff = self.ledger.counts(universe)
+        for name, old in moved:
+            if old in ("A", "S"):  # B ones are counted in data.imported (`reevaluated`), not an event each
+                self._emit("strategy.ranked", service="school", correlation_id=name,
+                           data={"strategy": name, "from_rank": old, "to_rank": "incubator", "reason": reason,
+                                 "trials": trials, "n_eff": round(n_eff, 3), "universe": universe})
+                self._on_ranked(name, old, "incubator", reason)
+        if moved:
+            self._parents.pop((symbol, timeframe), None)
+            self._retire_queue = deque(r for r in self._retire_queue
+                                       if universe_name(r.symbol, r.timeframe) != universe)
+        return len(moved)
 
     def _window(self, symbol: str, timeframe: str) -> DataWindow | None:
         return self._windows.get((symbol, timeframe))
@@ -527,9 +600,9 @@ class School:
         for outcome, row in done:
             universe = universe_name(row.symbol, row.timeframe)
             progress = self._progress.setdefault(universe, _Progress())
-            if outcome.status == "timeout":
-                progress.add(row.family, "timeout", row.name, None, None)
-                continue  # transient: it stays in the incubator and is sent again
+            if outcome.status in ("timeout", "stale"):
+                progress.add(row.family, outcome.status, row.name, None, None)
+                continue  # transient, or asked on data that is gone: it stays in the incubator and is sent again
             if outcome.status != "ok" or outcome.metrics is None:
                 # An error is never a Sharpe of 0: no metrics are stored, and a strategy that can't be
                 # backtested (or that kills the workers: quarantined) leaves the population.

@@ -83,8 +83,10 @@ class WfvScheduler:
 
     def __init__(self, cfg: Config, store: Store, client: BacktestClient, emit: Emit, clock: Clock, *,
                  is_timestamps: Callable[[str, str], Sequence[int] | None], rerank: Callable[[str, str], None],
-                 retire: Callable[[str, str], None] | None = None) -> None:
+                 retire: Callable[[str, str], None] | None = None,
+                 paused: Callable[[str], bool] | None = None) -> None:
         self.cfg = cfg
+        self._paused = paused or (lambda universe: False)
         self._store = store
         self._client = client
         self._emit = emit
@@ -241,6 +243,9 @@ class WfvScheduler:
         row = self.pending.get(wfv_id)
         if row is None:
             return  # expired by wfv.timeout: the late fold changes nothing
+        if outcome.status == "stale":
+            self._cancel(wfv_id, row, outcome.error or "data changed")
+            return
         result: FoldResult | str
         if outcome.status == "ok" and outcome.result is not None:
             result = parse_fold_result(outcome.result.body)
@@ -310,9 +315,28 @@ class WfvScheduler:
         if decision != "error" and cfg.affects_rank and strategy is not None:
             self._rerank(row.strategy, f"walk-forward {decision}")
 
+    def _cancel(self, wfv_id: str, row: WfvRow, reason: str) -> None:
+        """The universe's data changed under a run: no verdict on folds of two data sets; the slot is freed.
+
+        The strategy was sent back to be evaluated on the new data, and is a candidate again once ranked.
+        """
+        del self.pending[wfv_id]  # its other folds end as stale too; each then finds no pending run
+        self._folds.pop(wfv_id, None)
+        self._store.update_wfv_run(replace(row, status="error", decision=None, finished_at=self._clock.time()))
+        self._emit("wfv.cancelled", service="school", severity="warning", correlation_id=wfv_id,
+                   data={"wfv_id": wfv_id, "strategy": row.strategy, "reason": reason})
+
     def check_timeouts(self, now: float) -> None:
-        """A pending run older than pending_timeout_sec is wfv.timeout; its slot is freed."""
+        """A pending run older than pending_timeout_sec is wfv.timeout; its slot is freed.
+
+        While the strategy's universe is paused (bad data) its clock stands still: the folds wait for the
+        data, and a run is never timed out for it.
+        """
         for wfv_id, row in list(self.pending.items()):
+            strategy = self._store.get_strategy(row.strategy)
+            if strategy is not None and self._paused(f"{strategy.symbol}_{strategy.timeframe}"):
+                self.pending[wfv_id] = replace(row, started_at=now)  # in memory: the full timeout once back
+                continue
             age = now - row.started_at
             if age <= self.cfg.wfv.pending_timeout_sec:
                 continue

@@ -46,11 +46,14 @@ def started(tmp_path: Path) -> bool:
 
 
 def get(url: str) -> tuple[int, bytes]:
+    """(status, body); (0, b"") while nothing listens yet (the HTTP server starts after daemon.started)."""
     try:
         with urllib.request.urlopen(url, timeout=5) as response:
             return response.status, response.read()
     except urllib.error.HTTPError as exc:
         return exc.code, exc.read()
+    except urllib.error.URLError:
+        return 0, b""
 
 
 class TestSnapshots:

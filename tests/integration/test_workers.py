@@ -49,9 +49,13 @@ def start(tmp_path: Path, daemon_factory: Any, workers: int = 1, **sections: dic
     config = write_config(tmp_path, {"workers": {"embedded": workers}, "debug": {"enabled": True}, **sections})
     daemon = daemon_factory(config)
     wait_until(lambda: len(events(tmp_path, "worker.started")) >= workers, 20, "workers to start")
-    # a worker that has started still has to connect: wait until each one acks a heartbeat
+    # a worker that has started still has to connect: wait until each one acks a heartbeat and has sent
+    # READY on the work socket (the two sockets connect independently: an ack alone does not mean that
+    # the broker can give it work, and a submit would then be refused)
     wait_until(lambda: len({e["data"]["source"] for e in events(tmp_path, "heartbeat.recv")}) >= workers, 30,
                "every worker to ack a heartbeat")
+    wait_until(lambda: len({e["data"]["worker"] for e in events(tmp_path, "worker.ready")}) >= workers, 30,
+               "every worker's READY")
     return config, daemon
 
 
