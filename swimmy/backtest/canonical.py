@@ -78,12 +78,21 @@ def write_canonical(path: Path, ts: IntArray, open_: FloatArray, high: FloatArra
     The caller has checked the bars (UTC, strictly ascending, consistent OHLC); this only lays them out.
     """
     n = len(ts)
-    table = np.empty((len(ROWS), n), dtype=np.float64)
-    table[0] = np.ascontiguousarray(ts, dtype=np.int64).view(np.float64)
-    for row, column in enumerate((open_, high, low, close, volume), start=1):
-        table[row] = column
+    rows = [np.ascontiguousarray(ts, dtype=np.int64).view(np.float64),
+            *(np.ascontiguousarray(c, dtype=np.float64) for c in (open_, high, low, close, volume))]
+    if any(len(r) != n for r in rows):
+        raise ValueError("every column must have one value per bar")
+    hashing = _Hashing()
+
+    def write(f: Any) -> None:
+        # The .npy header, then each column's bytes as they are: no (6, n) table is built in memory.
+        out = hashing.wrap(f)
+        np.lib.format.write_array_header_1_0(out, {"descr": "<f8", "fortran_order": False, "shape": (len(ROWS), n)})
+        for row in rows:
+            out.write(row.data.cast("B"))
+
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(path, lambda f: np.save(f, table, allow_pickle=False))
+    _atomic(path, write)
     sidecar = {
         **meta,
         "schema": 1,
@@ -91,7 +100,7 @@ def write_canonical(path: Path, ts: IntArray, open_: FloatArray, high: FloatArra
         "bars": n,
         "first_ts": int(ts[0]) if n else None,
         "last_ts": int(ts[-1]) if n else None,
-        "data_hash": file_hash(path),
+        "data_hash": hashing.hexdigest(),  # of the bytes as written: the same as file_hash(path)
     }
     _atomic(sidecar_path(path), lambda f: f.write(orjson.dumps(sidecar, option=orjson.OPT_INDENT_2)))
     return sidecar
@@ -128,6 +137,25 @@ def read_volume(path: Path) -> FloatArray:
     table = np.load(path, mmap_mode="r", allow_pickle=False)
     volume: FloatArray = table[5]
     return volume
+
+
+class _Hashing:
+    """A file wrapper that hashes what goes through it (so the data_hash costs no second read of the file)."""
+
+    def __init__(self) -> None:
+        self._digest = hashlib.sha256()
+        self._file: Any = None
+
+    def wrap(self, f: Any) -> _Hashing:
+        self._file = f
+        return self
+
+    def write(self, data: bytes | memoryview) -> int:
+        self._digest.update(data)
+        return int(self._file.write(data))
+
+    def hexdigest(self) -> str:
+        return self._digest.hexdigest()[:HASH_CHARS]
 
 
 def _atomic(path: Path, write: Any) -> None:
