@@ -1,14 +1,14 @@
-"""The vectorised backtest engine (SPEC §4, docs/metrics.md): bars + strategy rules -> trades, per-bar returns, metrics.
+"""The backtest engine (SPEC §4, docs/metrics.md): bars + strategy rules -> trades, per-bar returns, metrics.
 
-Indicators, signals, positions without stops, returns and metrics are numpy array operations; with a
-stop-loss or take-profit the engine loops over trades (never over bars), scanning each trade's bars with
-one vectorised comparison.
+The orchestration and the per-trade arithmetic are numpy; the passes over every bar (indicators, signals,
+each trade's walk to its stop or target, the marked-to-market returns) are compiled loops in kernels.py.
+kernels.py imports numba (~0.2 s and ~80 MB of RSS), so it is imported inside the functions that compute:
+processes that only need Bars (the daemon, the data tools) never load it.
 """
 
 from __future__ import annotations
 
 import math
-from bisect import bisect_right
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -27,8 +27,6 @@ EXIT_REASONS: tuple[str, ...] = ("signal", "sl", "tp", "end")
 _SIGNAL, _SL, _TP, _END = range(4)
 # Stop and target levels are rounded so that 1.1000 - 10 pips equals the quoted 1.0990 (FX quotes have <= 6 decimals).
 _LEVEL_DECIMALS = 10
-# exp(300) keeps the block-wise EMA's growth factors far from float overflow and its cumsum precise.
-_MAX_LOG_GROWTH = 300.0
 
 
 @dataclass(frozen=True, eq=False)
@@ -123,6 +121,32 @@ def run_backtest(
     trades = sim.trades(bars) if include_trades else []
     sketch = returns_sketch(sim.returns) if include_sketch else None
     return BacktestResult(metrics, len(sim.returns), int(ts[0]), int(ts[len(sim.returns) - 1]), trades, sketch)
+
+
+def warm_up() -> None:
+    """Load the compiled loops now (compile them, the first time after an install: about 8 s; else about 0.5 s).
+
+    A worker should call this before its first READY: a backtest that compiles may stay silent for longer than
+    `backtest.worker_timeout_sec`. It runs every family with and without stops on a few read-only bars, the
+    types a worker's memory-mapped bars have, so every kernel a worker needs is loaded.
+    """
+    prices = 1.0 + 0.01 * np.sin(np.arange(64.0))
+    columns = (np.arange(64, dtype=np.int64) * 60, prices, prices + 0.002, prices - 0.002, prices + 0.001)
+    for a in columns:
+        a.flags.writeable = False
+    bars = Bars(*columns, "warm-up")
+    for family, params in _WARM_UP_PARAMS.items():
+        for stops in ((0.0, 0.0), (10.0, 10.0)):
+            run_backtest(StrategySpec(family, params, "EURUSD", "H1", *stops), bars, include_sketch=True)
+
+
+_WARM_UP_PARAMS: dict[str, dict[str, float]] = {
+    "sma_cross": {"fast": 2, "slow": 3},
+    "ema_cross": {"fast": 2, "slow": 3},
+    "rsi_reversion": {"period": 2, "lower": 30, "upper": 70},
+    "bollinger_breakout": {"period": 2, "k": 1.0},
+    "donchian_breakout": {"period": 2},
+}
 
 
 @dataclass(frozen=True, eq=False)
@@ -239,82 +263,53 @@ def _window_means(cs: FloatArray, base: float, n: int) -> FloatArray:
 
 def ema(x: FloatArray, n: int) -> FloatArray:
     """Exponential moving average, alpha = 2/(n+1), seeded with SMA(n) at bar n-1."""
+    from swimmy.backtest import kernels  # numba on first use: see the module docstring
+
+    x = _floats(x)
     out = np.full(len(x), np.nan)
     if 0 < n <= len(x):
-        out[n - 1 :] = _ewm(float(x[:n].mean()), x[n:], 2.0 / (n + 1))
+        kernels.ewm(x, n - 1, float(x[:n].mean()), 2.0 / (n + 1), out)
     return out
 
 
 def rsi(close: FloatArray, period: int) -> FloatArray:
     """Wilder's RSI: averages seeded with the simple mean of the first `period` gains/losses, then alpha = 1/period."""
+    from swimmy.backtest import kernels
+
+    close = _floats(close)
     out = np.full(len(close), np.nan)
-    if len(close) <= period:
-        return out
-    change = np.diff(close)
-    gain = np.maximum(change, 0.0)
-    loss = np.maximum(-change, 0.0)
-    avg_gain = _ewm(float(gain[:period].mean()), gain[period:], 1.0 / period)
-    avg_loss = _ewm(float(loss[:period].mean()), loss[period:], 1.0 / period)
-    total = avg_gain + avg_loss
-    # No movement at all over the window: neither overbought nor oversold.
-    values = np.full(len(total), 50.0)
-    np.divide(100.0 * avg_gain, total, out=values, where=total > 0)
-    out[period:] = values
+    if len(close) > period:
+        change = np.diff(close[: period + 1])
+        gain_seed = float(np.maximum(change, 0.0).mean())
+        loss_seed = float(np.maximum(-change, 0.0).mean())
+        kernels.rsi_values(close, period, gain_seed, loss_seed, out)
     return out
 
 
 def bollinger(close: FloatArray, period: int, k: float) -> tuple[FloatArray, FloatArray]:
     """Upper and lower Bollinger bands: SMA(period) ± k·std, std the population std over the same window."""
-    upper = np.full(len(close), np.nan)
-    lower = np.full(len(close), np.nan)
-    if period <= len(close):
-        base = float(close[0])
-        dev = close - base
-        cs1 = np.concatenate(([0.0], np.cumsum(dev)))
-        cs2 = np.concatenate(([0.0], np.cumsum(dev * dev)))
-        mean = (cs1[period:] - cs1[:-period]) / period
-        # E[x²] - E[x]² can round to a hair below 0 on a flat window.
-        sigma = np.sqrt(np.maximum((cs2[period:] - cs2[:-period]) / period - mean * mean, 0.0))
-        upper[period - 1 :] = base + mean + k * sigma
-        lower[period - 1 :] = base + mean - k * sigma
+    from swimmy.backtest import kernels
+
+    close = _floats(close)
+    upper, lower = np.empty(len(close)), np.empty(len(close))
+    kernels.bollinger_breakouts(close, period, float(k), upper, lower, np.empty(0, dtype=np.int8))
     return upper, lower
 
 
 def rolling_max(x: FloatArray, w: int) -> FloatArray:
     """out[i] = max(x[i : i + w]) for every full window (van Herk/Gil-Werman: O(n) whatever w)."""
-    n = len(x)
-    if w > n:
-        return np.empty(0)
-    blocks = -(-n // w)
-    padded = np.concatenate((x, np.full(blocks * w - n, -np.inf))).reshape(blocks, w)
-    prefix = np.maximum.accumulate(padded, axis=1).ravel()
-    suffix = np.maximum.accumulate(padded[:, ::-1], axis=1)[:, ::-1].ravel()
-    return np.maximum(suffix[: n - w + 1], prefix[w - 1 : n])
+    from swimmy.backtest import kernels
 
-
-def _ewm(seed: float, x: FloatArray, alpha: float) -> FloatArray:
-    """y[0] = seed, y[i] = (1 - alpha)·y[i-1] + alpha·x[i-1]: 1 + len(x) values, computed in closed form per block."""
-    out = np.empty(len(x) + 1)
-    out[0] = seed
-    q = 1.0 - alpha
-    if q <= 0.0:
-        out[1:] = x
-        return out
-    if len(x) == 0:
-        return out
-    # Within a block y[b+m] = q^(m+1)·(y[b-1] + alpha·Σ_{i<=m} q^-(i+1)·x[b+i]); the block length bounds q^-m.
-    block = len(x) if -math.log(q) * len(x) <= _MAX_LOG_GROWTH else max(1, int(_MAX_LOG_GROWTH / -math.log(q)))
-    steps = np.arange(1, block + 1, dtype=np.float64)
-    grow = q**-steps
-    decay = q**steps
-    prev = seed
-    for b0 in range(0, len(x), block):
-        seg = x[b0 : b0 + block]
-        m = len(seg)
-        y = (np.cumsum(seg * grow[:m]) * alpha + prev) * decay[:m]
-        out[1 + b0 : 1 + b0 + m] = y
-        prev = float(y[-1])
+    x = _floats(x)
+    out = np.empty(max(len(x) - w + 1, 0))
+    if len(out):
+        kernels.rolling_max(x, w, 1.0, out)
     return out
+
+
+def _floats(x: FloatArray) -> FloatArray:
+    """x as a plain float64 array: what a compiled loop takes (an ndarray subclass or a list is not)."""
+    return np.asarray(x, dtype=np.float64)
 
 
 # --- signals ---------------------------------------------------------------------------------------------------------
@@ -324,36 +319,29 @@ def family_signals(
     spec: StrategySpec, o: FloatArray, h: FloatArray, lo: FloatArray, c: FloatArray
 ) -> tuple[SignalArray, bool]:
     """Per bar, read at its close: the cross families' state (+1/-1, 0 = no change) or the others' signal events."""
+    from swimmy.backtest import kernels
+
     p = spec.params
-    with np.errstate(invalid="ignore"):  # NaN warm-up values compare False: no signal
-        if spec.family == "sma_cross":
-            cs, base = _prefix_sums(c), float(c[0])
-            fast, slow = _window_means(cs, base, int(p["fast"])), _window_means(cs, base, int(p["slow"]))
-            return _cross_state(fast, slow, c), True
-        if spec.family == "ema_cross":
-            fast, slow = ema(c, int(p["fast"])), ema(c, int(p["slow"]))
-            return _cross_state(fast, slow, c), True
-        period = int(p["period"])
-        if spec.family == "rsi_reversion":
-            value = rsi(c, period)
-            prev = np.concatenate(([np.nan], value[:-1]))
-            lower, upper = p["lower"], p["upper"]
-            return _side((prev < lower) & (value >= lower), (prev > upper) & (value <= upper)), False
-        if spec.family == "bollinger_breakout":
-            upper_band, lower_band = bollinger(c, period, p["k"])
-            prev_c = np.concatenate(([np.nan], c[:-1]))
-            prev_up = np.concatenate(([np.nan], upper_band[:-1]))
-            prev_low = np.concatenate(([np.nan], lower_band[:-1]))
-            long = (prev_c <= prev_up) & (c > upper_band)
-            short = (prev_c >= prev_low) & (c < lower_band)
-            return _side(long, short), False
-        # donchian_breakout: the channel of bar t is bars t-period .. t-1, i.e. window t-period of rolling_max.
-        channel_high = np.full(len(c), np.inf)
-        channel_low = np.full(len(c), -np.inf)
-        if period < len(c):
-            channel_high[period:] = rolling_max(h[:-1], period)
-            channel_low[period:] = -rolling_max(-lo[:-1], period)
-        return _side(c > channel_high, c < channel_low), False
+    out = np.empty(len(c), dtype=np.int8)
+    if spec.family == "sma_cross":
+        kernels.sma_cross_states(c, int(p["fast"]), int(p["slow"]), TIE_TOLERANCE, out)
+        return out, True
+    if spec.family == "ema_cross":
+        fast, slow = int(p["fast"]), int(p["slow"])
+        # ema()'s seeds, SMA(n) at bar n-1; with fewer than `slow` bars there is no slow EMA (all 0).
+        seeds = (float(c[:fast].mean()), float(c[:slow].mean())) if slow <= len(c) else (0.0, 0.0)
+        kernels.ema_cross_states(c, fast, slow, *seeds, TIE_TOLERANCE, out)
+        return out, True
+    period = int(p["period"])
+    if spec.family == "rsi_reversion":
+        kernels.level_cross_events(rsi(c, period), float(p["lower"]), float(p["upper"]), out)
+    elif spec.family == "bollinger_breakout":
+        no_bands = np.empty(0)
+        kernels.bollinger_breakouts(c, period, float(p["k"]), no_bands, no_bands, out)
+    else:
+        # donchian_breakout: the channel of bar t is bars t-period .. t-1 (bar t excluded).
+        kernels.channel_breakout_events(h, lo, c, period, out)
+    return out, False
 
 
 # Two averages that are equal in exact arithmetic differ by rounding noise (~1e-14 on FX quotes) in
@@ -363,13 +351,12 @@ TIE_TOLERANCE = 1e-11
 
 
 def _cross_state(fast: FloatArray, slow: FloatArray, c: FloatArray) -> SignalArray:
-    tol = TIE_TOLERANCE * np.abs(c)
-    diff = fast - slow
-    return _side(diff > tol, diff < -tol)
+    from swimmy.backtest import kernels
 
+    out = np.empty(len(c), dtype=np.int8)
+    kernels.cross_states(_floats(fast), _floats(slow), _floats(c), TIE_TOLERANCE, out)
+    return out
 
-def _side(long: npt.NDArray[np.bool_], short: npt.NDArray[np.bool_]) -> SignalArray:
-    return long.astype(np.int8) - short.astype(np.int8)
 
 
 def entry_signals(ev: SignalArray, s: int, *, is_state: bool) -> tuple[IntArray, IntArray]:
@@ -379,22 +366,12 @@ def entry_signals(ev: SignalArray, s: int, *, is_state: bool) -> tuple[IntArray,
     at the close before the range (it holds that side from the range's first open), then each change of
     state; the other families' values are their signal events as they are. A signal on the last bar is dropped.
     """
-    if not is_state:
-        first = max(s - 1, 0)
-        closes = np.flatnonzero(ev[first:-1]) + first
-        return closes + 1 - s, ev[closes].astype(np.int64)
-    # 0 means "no change": the state at a close is the last nonzero value, so only changes between them count.
-    defined = np.flatnonzero(ev[:-1])
-    values = ev[defined]
-    changed = np.empty(len(values), dtype=bool)
-    changed[:1] = True
-    np.not_equal(values[1:], values[:-1], out=changed[1:])
-    closes, values = defined[changed], values[changed]
-    held = int(np.searchsorted(closes, s - 1, side="right")) - 1  # the last change at or before the close s-1
-    if held >= 0:
-        closes = np.concatenate(([s - 1], closes[held + 1 :]))
-        values = values[held:]
-    return closes + 1 - s, values.astype(np.int64)
+    from swimmy.backtest import kernels
+
+    at = np.empty(len(ev) - s, dtype=np.int64)
+    side = np.empty(len(ev) - s, dtype=np.int64)
+    k = (kernels.state_entries if is_state else kernels.event_entries)(ev, s, at, side)
+    return at[:k], side[:k]
 
 
 # --- positions -------------------------------------------------------------------------------------------------------
@@ -438,111 +415,39 @@ def _fills_with_stops(
     tp_dist: float,
 ) -> _Fills:
     """Walk trade by trade: each trade ends at its first SL/TP bar, the opposite signal, or the range's last close."""
-    m = len(o)
-    anys, sides = at.tolist(), side.tolist()
-    # Per side: the bars of its signals and their positions in `anys`, to find the next opposite signal by bisection.
-    is_long = side > 0
-    by_side = {
-        1: (at[is_long].tolist(), np.flatnonzero(is_long).tolist()),
-        -1: (at[~is_long].tolist(), np.flatnonzero(~is_long).tolist()),
-    }
-    entries: list[int] = []
-    exits: list[int] = []
-    trade_sides: list[int] = []
-    prices: list[float] = []
-    reasons: list[int] = []
-    n = 0  # position in `anys` of the signal that opens the next trade
-    while n < len(anys):
-        j, d = anys[n], sides[n]
-        entry = float(o[j])
-        opposite_at, opposite_n = by_side[-d]
-        p = bisect_right(opposite_at, j)
-        k = opposite_at[p] if p < len(opposite_at) else m  # the reversal bar; stops are checked on bars j .. k-1
-        stop = round(entry - d * sl_dist, _LEVEL_DECIMALS) if sl_dist > 0 else None
-        target = round(entry + d * tp_dist, _LEVEL_DECIMALS) if tp_dist > 0 else None
-        hit = _first_touch(h[j:k], lo[j:k], d, stop, target)
-        entries.append(j)
-        trade_sides.append(d)
-        if hit >= 0:
-            b = j + hit
-            bar_open = float(o[b])
-            if stop is not None and (float(lo[b]) <= stop if d > 0 else float(h[b]) >= stop):
-                # Both touched in one bar: the stop counts.
-                level, reason = stop, _SL
-            else:
-                assert target is not None
-                level, reason = target, _TP
-            # A bar that opens beyond the level (a gap) fills at its open, not at a price that never traded.
-            gapped = bar_open <= level if (d > 0) == (reason == _SL) else bar_open >= level
-            exits.append(b)
-            prices.append(bar_open if gapped else level)
-            reasons.append(reason)
-            n = bisect_right(anys, b)  # wait for the next signal: one read at bar b's close or later
-        elif k < m:
-            exits.append(k)
-            prices.append(float(o[k]))
-            reasons.append(_SIGNAL)
-            n = opposite_n[p]
-        else:
-            exits.append(m - 1)
-            prices.append(float(c[m - 1]))
-            reasons.append(_END)
-            break
-    return _Fills(
-        np.array(entries, dtype=np.int64),
-        np.array(exits, dtype=np.int64),
-        np.array(trade_sides, dtype=np.int64),
-        np.array(prices, dtype=np.float64),
-        np.array(reasons, dtype=np.int64),
-    )
+    from swimmy.backtest import kernels
+
+    # Each signal's levels, should it open a trade; a level the strategy doesn't have is never touched. The arrays
+    # share allocations: past numpy's 4 MB huge-page threshold when signals are many, they cost few page faults.
+    n = len(at)
+    stop, target = np.empty((2, n))
+    if sl_dist > 0:
+        _levels(o, at, side, -sl_dist, stop)
+    else:
+        np.multiply(side, -np.inf, out=stop)
+    if tp_dist > 0:
+        _levels(o, at, side, tp_dist, target)
+    else:
+        np.multiply(side, np.inf, out=target)
+    entry, exit_, sides, reason = np.empty((4, n), dtype=np.int64)  # room for one trade per signal
+    price = np.empty(n)
+    t = kernels.fills_with_stops(at, side, o, h, lo, c, stop, target, entry, exit_, sides, price, reason)
+    return _Fills(entry[:t], exit_[:t], sides[:t], price[:t], reason[:t])
 
 
-def _first_touch(h: FloatArray, lo: FloatArray, side: int, stop: float | None, target: float | None) -> int:
-    """Offset of the first bar whose range touches the stop or the target, -1 when none does."""
-    if side > 0:
-        hit_stop = None if stop is None else lo <= stop
-        hit_target = None if target is None else h >= target
-    else:
-        hit_stop = None if stop is None else h >= stop
-        hit_target = None if target is None else lo <= target
-    if hit_stop is None:
-        hit = hit_target
-    elif hit_target is None:
-        hit = hit_stop
-    else:
-        hit = hit_stop | hit_target
-    if hit is None or len(hit) == 0:
-        return -1
-    i = int(hit.argmax())
-    return i if hit[i] else -1
+def _levels(o: FloatArray, at: IntArray, side: IntArray, dist: float, out: FloatArray) -> None:
+    """out = round(o[at] + side·dist, _LEVEL_DECIMALS), equal to Python's round (the exact decimal rounding)."""
+    from swimmy.backtest import kernels
+
+    if kernels.round_levels(o, at, side, dist, 10.0**_LEVEL_DECIMALS, out):
+        for n in np.flatnonzero(np.isnan(out)):
+            out[n] = round(float(o[at[n]]) + int(side[n]) * dist, _LEVEL_DECIMALS)
 
 
 def _bar_returns(o: FloatArray, c: FloatArray, f: _Fills, cost: float) -> FloatArray:
     """Marked-to-market simple return of every bar: a carried leg and a leg entered at the open, a + b + a·b."""
-    m = len(o)
-    prev_close = np.empty(m)
-    prev_close[0] = o[0]  # never used: nothing is carried into the range's first bar
-    prev_close[1:] = c[:-1]
-    # The carried leg: a position held at the previous close is close to close, except on its exit bar.
-    # Bars entry+1 .. exit carry the trade's side; the flat gaps between trades carry 0.
-    gaps = np.empty(len(f.entry) + 1, dtype=np.int64)
-    gaps[:-1] = f.entry + 1
-    gaps[1:-1] -= f.exit[:-1] + 1
-    gaps[0] = f.entry[0] + 1 if len(f.entry) else m
-    gaps[-1] = m - (f.exit[-1] + 1) if len(f.entry) else gaps[-1]
-    lengths = np.empty(2 * len(f.entry) + 1, dtype=np.int64)
-    lengths[0::2] = gaps
-    lengths[1::2] = f.exit - f.entry
-    values = np.zeros(len(lengths))
-    values[1::2] = f.side
-    carried_side = np.repeat(values, lengths)
-    r: FloatArray = carried_side * (c - prev_close) / prev_close
-    carried = f.exit > f.entry
-    x, d = f.exit[carried], f.side[carried]
-    r[x] = d * (f.exit_price[carried] - prev_close[x]) / prev_close[x]
-    # The new leg, entered at the open: to this bar's close, or to the exit price when it exits in the same bar.
-    end = np.where(carried, c[f.entry], f.exit_price)
-    new = (f.side * (end - o[f.entry]) - cost) / o[f.entry]
-    old = r[f.entry]  # a reversal's old leg, from the previous close to this open; 0 when flat
-    r[f.entry] = old + new + old * new
+    from swimmy.backtest import kernels
+
+    r = np.empty(len(o))
+    kernels.bar_returns(o, c, f.entry, f.exit, f.side, f.exit_price, cost, r)
     return r

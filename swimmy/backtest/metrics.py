@@ -1,6 +1,8 @@
 """Backtest metrics (SPEC §4, docs/metrics.md): per-bar returns and trades' P&L -> BACKTEST_RESULT.metrics.
 
-Pure numpy. An undefined metric is None (JSON null), never 0, NaN or inf.
+Pure functions of arrays. An undefined metric is None (JSON null), never 0, NaN or inf. The passes over every
+bar's return are compiled loops (kernels.py, imported on first use: the daemon imports this module for its
+constants and PSR and never loads numba); they sum in numpy's pairwise order, so the figures are numpy's.
 """
 
 from __future__ import annotations
@@ -62,34 +64,34 @@ def _return_metrics(r: npt.NDArray[np.float64], bars_per_year: int) -> dict[str,
                                     "skew": None, "kurtosis": None, "sharpe_per_bar": None}
     if n == 0:
         return out
-    # Overflow or a loss beyond 100% in one bar can't come from real prices; the guard keeps NaN out of the result.
-    with np.errstate(all="ignore"):
-        equity = np.cumprod(np.maximum(1.0 + r, 0.0))
-        # The equity starts at 1 before the first bar, so a loss on the first bar is a drawdown too.
-        peak = np.maximum(np.maximum.accumulate(equity), 1.0)
-        out["max_drawdown"] = min(1.0, max(0.0, float(np.max(1.0 - equity / peak))))
-        mean = float(r.mean())
-        downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
-        if downside > 0:
-            out["sortino"] = mean / downside * math.sqrt(bars_per_year)
-        if n < 2 or float(r.max()) == float(r.min()):
-            # Zero variance: a computed std would be rounding noise, and a Sharpe of noise is no Sharpe.
-            return out
-        std = float(r.std(ddof=1))
-        if not std > 0:
-            return out
-        per_bar_sharpe = mean / std
-        out["sharpe"] = per_bar_sharpe * math.sqrt(bars_per_year)
-        dev = r - mean
-        dev2 = dev * dev
-        m2 = float(dev2.mean())
-        skew = float((dev2 * dev).mean()) / m2**1.5
-        kurtosis = float((dev2 * dev2).mean()) / m2**2
-        out.update(skew=skew, kurtosis=kurtosis, sharpe_per_bar=per_bar_sharpe)
-        try:
-            out["psr"] = probabilistic_sharpe_ratio(per_bar_sharpe, n, skew, kurtosis)
-        except ValueError:
-            out["psr"] = None
+    from swimmy.backtest import kernels  # numba on first use: see the module docstring
+
+    # The equity E = cumprod(max(1 + r, 0)) starts at 1 before the first bar, so a loss on the first bar is a
+    # drawdown too; a bar losing more than everything is ruin (E stays 0).
+    total, downside_sum, drawdown, high, low = kernels.return_sums(r)
+    out["max_drawdown"] = min(1.0, max(0.0, drawdown))
+    mean = total / n
+    downside = math.sqrt(downside_sum / n)
+    if downside > 0:
+        out["sortino"] = mean / downside * math.sqrt(bars_per_year)
+    if n < 2 or high == low:
+        # Zero variance: a computed std would be rounding noise, and a Sharpe of noise is no Sharpe.
+        return out
+    # Σ d², Σ d³, Σ d⁴ of d = r - mean: the std (ddof 1) and the central moments m2, m3, m4.
+    s2, s3, s4 = kernels.central_sums(r, mean)
+    std = math.sqrt(s2 / (n - 1))
+    if not std > 0:
+        return out
+    per_bar_sharpe = mean / std
+    out["sharpe"] = per_bar_sharpe * math.sqrt(bars_per_year)
+    m2 = s2 / n
+    skew = s3 / n / m2**1.5
+    kurtosis = s4 / n / m2**2
+    out.update(skew=skew, kurtosis=kurtosis, sharpe_per_bar=per_bar_sharpe)
+    try:
+        out["psr"] = probabilistic_sharpe_ratio(per_bar_sharpe, n, skew, kurtosis)
+    except ValueError:
+        out["psr"] = None
     return out
 
 
@@ -99,11 +101,13 @@ def returns_sketch(returns: npt.NDArray[np.float64], blocks: int = SKETCH_BLOCKS
     Aligned across every trial of a universe (same IS range), it gives the trials ledger the correlations
     for N_eff and the PBO audit the Sharpe of any union of blocks, without keeping every bar.
     """
-    r = np.asarray(returns, dtype=np.float64)
+    from swimmy.backtest import kernels
+
+    r = np.ascontiguousarray(returns, dtype=np.float64)
     edges = np.linspace(0, len(r), blocks + 1).astype(np.int64)
-    csum = np.concatenate(([0.0], np.cumsum(r)))
-    csq = np.concatenate(([0.0], np.cumsum(r * r)))
-    return {"sums": [float(x) for x in np.diff(csum[edges])], "sumsqs": [float(x) for x in np.diff(csq[edges])],
+    # Running sums read at the edges (np.cumsum's left-to-right order), then differenced.
+    csum, csq = kernels.prefix_sums_at(r, edges)
+    return {"sums": [float(x) for x in np.diff(csum)], "sumsqs": [float(x) for x in np.diff(csq)],
             "counts": [int(x) for x in np.diff(edges)]}
 
 

@@ -37,7 +37,7 @@ import orjson
 import structlog
 
 from swimmy.backtest.data import data_hash, load_bars, universe_dir, universe_name
-from swimmy.backtest.engine import Bars, Costs, run_backtest
+from swimmy.backtest.engine import Bars, Costs, run_backtest, warm_up
 from swimmy.backtest.strategies import StrategySpec
 from swimmy.backtest.walkforward import fold_result_fields, parse_fold_request, run_fold
 from swimmy.config import Config, instrument_costs
@@ -352,8 +352,13 @@ class Worker:
         stop = asyncio.Event()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        # Before the first READY: loading the compiled loops takes ~0.5 s, compiling them (once per install,
+        # into NUMBA_CACHE_DIR) several seconds, and a backtest that compiled inside a request would stay
+        # silent past backtest.worker_timeout_sec.
+        warm_started = time.monotonic()
+        await asyncio.to_thread(warm_up)
         log.info("worker started", worker=self.worker_id, pid=os.getpid(), work=self.cfg.zmq.backtest_endpoint,
-                 credit=self.credit)
+                 credit=self.credit, warm_up_sec=round(time.monotonic() - warm_started, 2))
         tasks = [asyncio.create_task(coro, name=name) for coro, name in (
             (self.receive(), "receive"), (self.serve_forever(), "serve"), (self.beat(), "beat"),
             (self.ack_heartbeats(), "acks"))]

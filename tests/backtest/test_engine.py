@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import itertools
 import math
+import subprocess
+import sys
+from bisect import bisect_right
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
+from swimmy.backtest import kernels
 from swimmy.backtest.engine import (
+    TIE_TOLERANCE,
     Bars,
     Costs,
+    Simulation,
+    _levels,
+    _range,
     bollinger,
     ema,
     rolling_max,
@@ -24,9 +33,17 @@ from swimmy.backtest.engine import (
     run_backtest,
     simulate,
     sma,
+    warm_up,
 )
-from swimmy.backtest.metrics import METRIC_KEYS
-from swimmy.backtest.strategies import StrategySpec
+from swimmy.backtest.metrics import (
+    METRIC_KEYS,
+    PIPS_DECIMALS,
+    SKETCH_BLOCKS,
+    compute_metrics,
+    probabilistic_sharpe_ratio,
+    returns_sketch,
+)
+from swimmy.backtest.strategies import BARS_PER_YEAR, StrategySpec, pip_size
 from swimmy.errors import BacktestError, DataError
 
 T0 = 1_700_000_000
@@ -592,3 +609,502 @@ class TestTies:
         slow = np.array([1.10002, 1.10002, 1.10002, 1.10002])
         fast = slow + np.array([3.77e-15, -2.28e-14, 0.0, 5e-6])  # the noise the benchmark found at true ties
         assert _cross_state(fast, slow, c).tolist() == [0, 0, 0, 1]
+
+
+# --- the compiled loops ------------------------------------------------------------------------------------------
+
+
+class TestCompiledLoops:
+    @pytest.mark.parametrize("n", [1, 2, 7, 8, 9, 16, 127, 128, 129, 136, 255, 256, 257, 1000, 65_537])
+    def test_sums_are_numpys_to_the_bit(self, n: int) -> None:
+        """The metrics' sums add in numpy's pairwise order: equal to np.sum's results bit for bit, any length."""
+        rng = np.random.default_rng(n)
+        r = rng.normal(3e-5, 1e-3, n)
+        r[rng.random(n) < 0.3] = 0.0  # flat bars
+        total, downside, drawdown, high, low = kernels.return_sums(r)
+        assert (total, downside, high, low) == (np.sum(r), np.sum(np.minimum(r, 0.0) ** 2), r.max(), r.min())
+        equity = np.cumprod(np.maximum(1.0 + r, 0.0))
+        assert drawdown == np.max(1.0 - equity / np.maximum(np.maximum.accumulate(equity), 1.0))
+        mean = float(r.mean())
+        d = r - mean
+        assert kernels.central_sums(r, mean) == (np.sum(d * d), np.sum(d * d * d), np.sum(d * d * (d * d)))
+
+    def test_levels_round_as_python_does(self) -> None:
+        """Stop/target levels are Python's round(x, 10) to the bit, also where np.round (scale, rint) differs."""
+        rng = np.random.default_rng(7)
+        # Entries that put the level within a hair of half a 1e-10 step, where np.round misses half the time.
+        o = (rng.integers(10**10, 2 * 10**10, 5000) + 0.5) / 1e10 + 0.002
+        at = np.arange(len(o), dtype=np.int64)
+        side = np.where(rng.random(len(o)) < 0.5, 1, -1).astype(np.int64)
+        want = [round(float(o[i]) + int(side[i]) * -0.002, 10) for i in at]
+        assert np.count_nonzero(np.round(o + side * -0.002, 10) != want) > 100  # the case is a real one
+        levels = np.empty(len(o))
+        _levels(o, at, side, -0.002, levels)
+        assert levels.tolist() == want
+
+    def test_warm_up_runs_every_family(self) -> None:
+        """warm_up (a worker's, before its first READY) runs every family with and without stops, without error."""
+        warm_up()
+
+    def test_the_daemon_never_loads_numba(self) -> None:
+        """Importing the engine and the metrics (as the daemon does, for Bars and constants) does not import numba."""
+        code = "import sys, swimmy.backtest.engine, swimmy.backtest.metrics; print('numba' in sys.modules)"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+        assert out.stdout.strip() == "False"
+
+
+# --- parity with the numpy engine the compiled loops replaced (issue 13) ----------------------------------------
+# The reference_* functions are engine.py and metrics.py as they were before (commit 8132ebb), verbatim but for
+# names and comments: the compiled engine must make the same trades and per-bar returns, and the same metrics to
+# 1e-12 relative (they agree to the bit). Only EMA and Wilder's averages moved, in the last bits (tested below).
+
+_SIGNAL, _SL, _TP, _END = range(4)
+_LEVEL_DECIMALS = 10
+_MAX_LOG_GROWTH = 300.0
+FloatArray = npt.NDArray[np.float64]
+IntArray = npt.NDArray[np.int64]
+SignalArray = npt.NDArray[np.int8]
+
+
+def reference_simulate(
+    spec: StrategySpec, bars: Bars, start_ts: int | None, end_ts: int | None, costs: Costs
+) -> Simulation:
+    """The old engine.simulate (after validation)."""
+    s, e = _range(bars, start_ts, end_ts)
+    ev, is_state = reference_family_signals(spec, bars.open[:e], bars.high[:e], bars.low[:e], bars.close[:e])
+    at, side = reference_entry_signals(ev, s, is_state=is_state)
+    o, h, lo, c = bars.open[s:e], bars.high[s:e], bars.low[s:e], bars.close[s:e]
+    pip = costs.pip if costs.pip is not None and costs.pip > 0 else pip_size(spec.symbol)
+    if spec.sl_pips > 0 or spec.tp_pips > 0:
+        fills = reference_fills_with_stops(at, side, o, h, lo, c, spec.sl_pips * pip, spec.tp_pips * pip)
+    else:
+        fills = reference_fills_without_stops(at, side, o, c)
+    cost = (costs.spread_pips + costs.slippage_pips) * pip
+    entry_price = o[fills.entry]
+    pnl = np.round((fills.side * (fills.exit_price - entry_price) - cost) / pip, PIPS_DECIMALS)
+    returns = reference_bar_returns(o, c, fills, cost)
+    return Simulation(s, returns, fills.entry, fills.exit, fills.side, entry_price, fills.exit_price, pnl, fills.reason)
+
+
+def reference_prefix_sums(x: FloatArray) -> FloatArray:
+    cs = np.empty(len(x) + 1)
+    cs[0] = 0.0
+    if len(x):
+        np.cumsum(x - x[0], out=cs[1:])
+    return cs
+
+
+def reference_window_means(cs: FloatArray, base: float, n: int) -> FloatArray:
+    out = np.full(len(cs) - 1, np.nan)
+    if 0 < n < len(cs):
+        out[n - 1 :] = (cs[n:] - cs[:-n]) / n + base
+    return out
+
+
+def reference_ema(x: FloatArray, n: int) -> FloatArray:
+    out = np.full(len(x), np.nan)
+    if 0 < n <= len(x):
+        out[n - 1 :] = reference_ewm(float(x[:n].mean()), x[n:], 2.0 / (n + 1))
+    return out
+
+
+def reference_rsi(close: FloatArray, period: int) -> FloatArray:
+    out = np.full(len(close), np.nan)
+    if len(close) <= period:
+        return out
+    change = np.diff(close)
+    gain = np.maximum(change, 0.0)
+    loss = np.maximum(-change, 0.0)
+    avg_gain = reference_ewm(float(gain[:period].mean()), gain[period:], 1.0 / period)
+    avg_loss = reference_ewm(float(loss[:period].mean()), loss[period:], 1.0 / period)
+    total = avg_gain + avg_loss
+    values = np.full(len(total), 50.0)
+    np.divide(100.0 * avg_gain, total, out=values, where=total > 0)
+    out[period:] = values
+    return out
+
+
+def reference_bollinger(close: FloatArray, period: int, k: float) -> tuple[FloatArray, FloatArray]:
+    upper = np.full(len(close), np.nan)
+    lower = np.full(len(close), np.nan)
+    if period <= len(close):
+        base = float(close[0])
+        dev = close - base
+        cs1 = np.concatenate(([0.0], np.cumsum(dev)))
+        cs2 = np.concatenate(([0.0], np.cumsum(dev * dev)))
+        mean = (cs1[period:] - cs1[:-period]) / period
+        sigma = np.sqrt(np.maximum((cs2[period:] - cs2[:-period]) / period - mean * mean, 0.0))
+        upper[period - 1 :] = base + mean + k * sigma
+        lower[period - 1 :] = base + mean - k * sigma
+    return upper, lower
+
+
+def reference_rolling_max(x: FloatArray, w: int) -> FloatArray:
+    n = len(x)
+    if w > n:
+        return np.empty(0)
+    blocks = -(-n // w)
+    padded = np.concatenate((x, np.full(blocks * w - n, -np.inf))).reshape(blocks, w)
+    prefix = np.maximum.accumulate(padded, axis=1).ravel()
+    suffix = np.maximum.accumulate(padded[:, ::-1], axis=1)[:, ::-1].ravel()
+    return np.maximum(suffix[: n - w + 1], prefix[w - 1 : n])
+
+
+def reference_ewm(seed: float, x: FloatArray, alpha: float) -> FloatArray:
+    out = np.empty(len(x) + 1)
+    out[0] = seed
+    q = 1.0 - alpha
+    if q <= 0.0:
+        out[1:] = x
+        return out
+    if len(x) == 0:
+        return out
+    block = len(x) if -math.log(q) * len(x) <= _MAX_LOG_GROWTH else max(1, int(_MAX_LOG_GROWTH / -math.log(q)))
+    steps = np.arange(1, block + 1, dtype=np.float64)
+    grow = q**-steps
+    decay = q**steps
+    prev = seed
+    for b0 in range(0, len(x), block):
+        seg = x[b0 : b0 + block]
+        m = len(seg)
+        y = (np.cumsum(seg * grow[:m]) * alpha + prev) * decay[:m]
+        out[1 + b0 : 1 + b0 + m] = y
+        prev = float(y[-1])
+    return out
+
+
+def reference_family_signals(
+    spec: StrategySpec, o: FloatArray, h: FloatArray, lo: FloatArray, c: FloatArray
+) -> tuple[SignalArray, bool]:
+    p = spec.params
+    with np.errstate(invalid="ignore"):
+        if spec.family == "sma_cross":
+            cs, base = reference_prefix_sums(c), float(c[0])
+            fast = reference_window_means(cs, base, int(p["fast"]))
+            slow = reference_window_means(cs, base, int(p["slow"]))
+            return reference_cross_state(fast, slow, c), True
+        if spec.family == "ema_cross":
+            fast, slow = reference_ema(c, int(p["fast"])), reference_ema(c, int(p["slow"]))
+            return reference_cross_state(fast, slow, c), True
+        period = int(p["period"])
+        if spec.family == "rsi_reversion":
+            value = reference_rsi(c, period)
+            prev = np.concatenate(([np.nan], value[:-1]))
+            lower, upper = p["lower"], p["upper"]
+            return reference_side((prev < lower) & (value >= lower), (prev > upper) & (value <= upper)), False
+        if spec.family == "bollinger_breakout":
+            upper_band, lower_band = reference_bollinger(c, period, p["k"])
+            prev_c = np.concatenate(([np.nan], c[:-1]))
+            prev_up = np.concatenate(([np.nan], upper_band[:-1]))
+            prev_low = np.concatenate(([np.nan], lower_band[:-1]))
+            long = (prev_c <= prev_up) & (c > upper_band)
+            short = (prev_c >= prev_low) & (c < lower_band)
+            return reference_side(long, short), False
+        channel_high = np.full(len(c), np.inf)
+        channel_low = np.full(len(c), -np.inf)
+        if period < len(c):
+            channel_high[period:] = reference_rolling_max(h[:-1], period)
+            channel_low[period:] = -reference_rolling_max(-lo[:-1], period)
+        return reference_side(c > channel_high, c < channel_low), False
+
+
+def reference_cross_state(fast: FloatArray, slow: FloatArray, c: FloatArray) -> SignalArray:
+    tol = TIE_TOLERANCE * np.abs(c)
+    diff = fast - slow
+    return reference_side(diff > tol, diff < -tol)
+
+
+def reference_side(long: npt.NDArray[np.bool_], short: npt.NDArray[np.bool_]) -> SignalArray:
+    return long.astype(np.int8) - short.astype(np.int8)
+
+
+def reference_entry_signals(ev: SignalArray, s: int, *, is_state: bool) -> tuple[IntArray, IntArray]:
+    if not is_state:
+        first = max(s - 1, 0)
+        closes = np.flatnonzero(ev[first:-1]) + first
+        return closes + 1 - s, ev[closes].astype(np.int64)
+    defined = np.flatnonzero(ev[:-1])
+    values = ev[defined]
+    changed = np.empty(len(values), dtype=bool)
+    changed[:1] = True
+    np.not_equal(values[1:], values[:-1], out=changed[1:])
+    closes, values = defined[changed], values[changed]
+    held = int(np.searchsorted(closes, s - 1, side="right")) - 1
+    if held >= 0:
+        closes = np.concatenate(([s - 1], closes[held + 1 :]))
+        values = values[held:]
+    return closes + 1 - s, values.astype(np.int64)
+
+
+class ReferenceFills(NamedTuple):
+    entry: IntArray
+    exit: IntArray
+    side: IntArray
+    exit_price: FloatArray
+    reason: IntArray
+
+
+def reference_fills_without_stops(at: IntArray, side: IntArray, o: FloatArray, c: FloatArray) -> ReferenceFills:
+    m = len(o)
+    changes = np.empty(len(side), dtype=bool)
+    changes[:1] = True
+    np.not_equal(side[1:], side[:-1], out=changes[1:])
+    entry, side = at[changes], side[changes]
+    if len(entry) == 0:
+        return ReferenceFills(entry, entry, side, np.empty(0), entry)
+    exit_ = np.append(entry[1:], m - 1)
+    exit_price = np.append(o[entry[1:]], c[m - 1])
+    reason = np.full(len(entry), _SIGNAL, dtype=np.int64)
+    reason[-1] = _END
+    return ReferenceFills(entry, exit_, side, exit_price, reason)
+
+
+def reference_fills_with_stops(
+    at: IntArray,
+    side: IntArray,
+    o: FloatArray,
+    h: FloatArray,
+    lo: FloatArray,
+    c: FloatArray,
+    sl_dist: float,
+    tp_dist: float,
+) -> ReferenceFills:
+    m = len(o)
+    anys, sides = at.tolist(), side.tolist()
+    is_long = side > 0
+    by_side = {
+        1: (at[is_long].tolist(), np.flatnonzero(is_long).tolist()),
+        -1: (at[~is_long].tolist(), np.flatnonzero(~is_long).tolist()),
+    }
+    entries: list[int] = []
+    exits: list[int] = []
+    trade_sides: list[int] = []
+    prices: list[float] = []
+    reasons: list[int] = []
+    n = 0
+    while n < len(anys):
+        j, d = anys[n], sides[n]
+        entry = float(o[j])
+        opposite_at, opposite_n = by_side[-d]
+        p = bisect_right(opposite_at, j)
+        k = opposite_at[p] if p < len(opposite_at) else m
+        stop = round(entry - d * sl_dist, _LEVEL_DECIMALS) if sl_dist > 0 else None
+        target = round(entry + d * tp_dist, _LEVEL_DECIMALS) if tp_dist > 0 else None
+        hit = reference_first_touch(h[j:k], lo[j:k], d, stop, target)
+        entries.append(j)
+        trade_sides.append(d)
+        if hit >= 0:
+            b = j + hit
+            bar_open = float(o[b])
+            if stop is not None and (float(lo[b]) <= stop if d > 0 else float(h[b]) >= stop):
+                level, reason = stop, _SL
+            else:
+                assert target is not None
+                level, reason = target, _TP
+            gapped = bar_open <= level if (d > 0) == (reason == _SL) else bar_open >= level
+            exits.append(b)
+            prices.append(bar_open if gapped else level)
+            reasons.append(reason)
+            n = bisect_right(anys, b)
+        elif k < m:
+            exits.append(k)
+            prices.append(float(o[k]))
+            reasons.append(_SIGNAL)
+            n = opposite_n[p]
+        else:
+            exits.append(m - 1)
+            prices.append(float(c[m - 1]))
+            reasons.append(_END)
+            break
+    return ReferenceFills(
+        np.array(entries, dtype=np.int64),
+        np.array(exits, dtype=np.int64),
+        np.array(trade_sides, dtype=np.int64),
+        np.array(prices, dtype=np.float64),
+        np.array(reasons, dtype=np.int64),
+    )
+
+
+def reference_first_touch(h: FloatArray, lo: FloatArray, side: int, stop: float | None, target: float | None) -> int:
+    if side > 0:
+        hit_stop = None if stop is None else lo <= stop
+        hit_target = None if target is None else h >= target
+    else:
+        hit_stop = None if stop is None else h >= stop
+        hit_target = None if target is None else lo <= target
+    if hit_stop is None:
+        hit = hit_target
+    elif hit_target is None:
+        hit = hit_stop
+    else:
+        hit = hit_stop | hit_target
+    if hit is None or len(hit) == 0:
+        return -1
+    i = int(hit.argmax())
+    return i if hit[i] else -1
+
+
+def reference_bar_returns(o: FloatArray, c: FloatArray, f: ReferenceFills, cost: float) -> FloatArray:
+    m = len(o)
+    prev_close = np.empty(m)
+    prev_close[0] = o[0]
+    prev_close[1:] = c[:-1]
+    gaps = np.empty(len(f.entry) + 1, dtype=np.int64)
+    gaps[:-1] = f.entry + 1
+    gaps[1:-1] -= f.exit[:-1] + 1
+    gaps[0] = f.entry[0] + 1 if len(f.entry) else m
+    gaps[-1] = m - (f.exit[-1] + 1) if len(f.entry) else gaps[-1]
+    lengths = np.empty(2 * len(f.entry) + 1, dtype=np.int64)
+    lengths[0::2] = gaps
+    lengths[1::2] = f.exit - f.entry
+    values = np.zeros(len(lengths))
+    values[1::2] = f.side
+    carried_side = np.repeat(values, lengths)
+    r: FloatArray = carried_side * (c - prev_close) / prev_close
+    carried = f.exit > f.entry
+    x, d = f.exit[carried], f.side[carried]
+    r[x] = d * (f.exit_price[carried] - prev_close[x]) / prev_close[x]
+    end = np.where(carried, c[f.entry], f.exit_price)
+    new = (f.side * (end - o[f.entry]) - cost) / o[f.entry]
+    old = r[f.entry]
+    r[f.entry] = old + new + old * new
+    return r
+
+
+def reference_metrics(returns: FloatArray, trade_pnls_pips: FloatArray, timeframe: str) -> dict[str, Any]:
+    r = np.asarray(returns, dtype=np.float64)
+    pnl = np.asarray(trade_pnls_pips, dtype=np.float64)
+    wins = int(np.count_nonzero(pnl > 0))
+    losses = int(np.count_nonzero(pnl < 0))
+    out: dict[str, float | int | None] = dict.fromkeys(METRIC_KEYS)
+    out.update(trades=len(pnl), wins=wins, losses=losses, pnl_pips=round(float(pnl.sum()), PIPS_DECIMALS))
+    if len(pnl) == 0:
+        return out
+    gross_win = float(pnl[pnl > 0].sum())
+    gross_loss = -float(pnl[pnl < 0].sum())
+    out["win_rate"] = wins / len(pnl)
+    out["profit_factor"] = gross_win / gross_loss if gross_loss > 0 else None
+    out.update(reference_return_metrics(r, BARS_PER_YEAR[timeframe]))
+    return {k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in out.items()}
+
+
+def reference_return_metrics(r: FloatArray, bars_per_year: int) -> dict[str, float | None]:
+    n = len(r)
+    out: dict[str, float | None] = {"sharpe": None, "sortino": None, "max_drawdown": None, "psr": None,
+                                    "skew": None, "kurtosis": None, "sharpe_per_bar": None}
+    if n == 0:
+        return out
+    with np.errstate(all="ignore"):
+        equity = np.cumprod(np.maximum(1.0 + r, 0.0))
+        peak = np.maximum(np.maximum.accumulate(equity), 1.0)
+        out["max_drawdown"] = min(1.0, max(0.0, float(np.max(1.0 - equity / peak))))
+        mean = float(r.mean())
+        downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2)))
+        if downside > 0:
+            out["sortino"] = mean / downside * math.sqrt(bars_per_year)
+        if n < 2 or float(r.max()) == float(r.min()):
+            return out
+        std = float(r.std(ddof=1))
+        if not std > 0:
+            return out
+        per_bar_sharpe = mean / std
+        out["sharpe"] = per_bar_sharpe * math.sqrt(bars_per_year)
+        dev = r - mean
+        dev2 = dev * dev
+        m2 = float(dev2.mean())
+        skew = float((dev2 * dev).mean()) / m2**1.5
+        kurtosis = float((dev2 * dev2).mean()) / m2**2
+        out.update(skew=skew, kurtosis=kurtosis, sharpe_per_bar=per_bar_sharpe)
+        try:
+            out["psr"] = probabilistic_sharpe_ratio(per_bar_sharpe, n, skew, kurtosis)
+        except ValueError:
+            out["psr"] = None
+    return out
+
+
+def reference_sketch(returns: FloatArray, blocks: int = SKETCH_BLOCKS) -> dict[str, list[float]]:
+    r = np.asarray(returns, dtype=np.float64)
+    edges = np.linspace(0, len(r), blocks + 1).astype(np.int64)
+    csum = np.concatenate(([0.0], np.cumsum(r)))
+    csq = np.concatenate(([0.0], np.cumsum(r * r)))
+    return {"sums": [float(x) for x in np.diff(csum[edges])], "sumsqs": [float(x) for x in np.diff(csq[edges])],
+            "counts": [int(x) for x in np.diff(edges)]}
+
+
+PARITY_PARAMS: list[tuple[str, dict[str, float]]] = [
+    *FAMILY_PARAMS,
+    ("sma_cross", {"fast": 1, "slow": 2}),  # on 5-decimal quotes: exact ties
+    ("ema_cross", {"fast": 1, "slow": 3}),
+    ("rsi_reversion", {"period": 2, "lower": 20, "upper": 80}),
+    ("bollinger_breakout", {"period": 3, "k": 1}),
+    ("donchian_breakout", {"period": 2}),
+]
+PARITY_STOPS = [(0.0, 0.0), (20.0, 40.0), (15.0, 0.0), (0.0, 25.0), (3.0, 3.0)]
+
+
+def gapped_bars(seed: int) -> tuple[Bars, str]:
+    """3,000 random-walk bars with price gaps (3% of opens jump) and time gaps; seed 1 is USDJPY, seed 2 quoted to
+    5 decimals (ties between averages), the others EURUSD at full precision."""
+    rng = np.random.default_rng(seed)
+    n = 3000
+    scale, symbol = (100.0, "USDJPY") if seed == 1 else (1.0, "EURUSD")
+    c = 1.1 * scale * np.exp(np.cumsum(rng.normal(0, 8e-4, n)))
+    o = np.concatenate(([c[0]], c[:-1])) * np.where(rng.random(n) < 0.03, np.exp(rng.normal(0, 4e-3, n)), 1.0)
+    h = np.maximum(o, c) * (1 + np.abs(rng.normal(0, 4e-4, n)))
+    lo = np.minimum(o, c) * (1 - np.abs(rng.normal(0, 4e-4, n)))
+    if seed == 2:
+        o, h, lo, c = (np.round(a, 5) for a in (o, h, lo, c))
+    ts = T0 + np.cumsum(np.where(rng.random(n) < 0.02, 48 * STEP, STEP)).astype(np.int64)
+    return Bars(ts, o, np.maximum(h, np.maximum(o, c)), np.minimum(lo, np.minimum(o, c)), c, "gapped"), symbol
+
+
+def assert_same_metrics(new: dict[str, Any], old: dict[str, Any]) -> None:
+    """The same keys; counts and nulls equal, floats within 1e-12 relative."""
+    assert list(new) == list(old)
+    for key, value in old.items():
+        if value is None or isinstance(value, int):
+            assert new[key] == value, key
+        else:
+            assert new[key] == pytest.approx(value, rel=1e-12, abs=0), key
+
+
+class TestParityWithTheNumpyEngine:
+    @pytest.mark.parametrize("seed", [1, 2, 3])
+    @pytest.mark.parametrize("stops", PARITY_STOPS, ids=[f"sl{sl:g}-tp{tp:g}" for sl, tp in PARITY_STOPS])
+    @pytest.mark.parametrize(("family", "params"), PARITY_PARAMS, ids=[f"{f}-{'-'.join(map(str, p.values()))}"
+                                                                       for f, p in PARITY_PARAMS])
+    def test_same_trades_returns_and_metrics(
+        self, family: str, params: dict[str, float], stops: tuple[float, float], seed: int
+    ) -> None:
+        """Each family, stops or not, any range: the old engine's trades and returns exactly, its metrics to 1e-12."""
+        bars, symbol = gapped_bars(seed)
+        strategy = StrategySpec(family, params, symbol, "H1", *stops)
+        costs = Costs(0.8, 0.2)
+        for start, end in ((None, None), (int(bars.timestamps[500]), int(bars.timestamps[2500]))):
+            new = simulate(strategy, bars, start_ts=start, end_ts=end, costs=costs)
+            old = reference_simulate(strategy, bars, start, end, costs)
+            assert new.first_bar == old.first_bar
+            for name in ("entry", "exit", "side", "entry_price", "exit_price", "pnl_pips", "reason", "returns"):
+                np.testing.assert_array_equal(getattr(new, name), getattr(old, name), err_msg=name)
+            assert len(old.entry) > 3
+            new_metrics = run_backtest(strategy, bars, start_ts=start, end_ts=end, costs=costs).metrics
+            assert new_metrics == compute_metrics(new.returns, new.pnl_pips, "H1")
+            assert_same_metrics(new_metrics, reference_metrics(old.returns, old.pnl_pips, "H1"))
+            sketch, reference = returns_sketch(new.returns), reference_sketch(old.returns)
+            assert sketch["counts"] == reference["counts"]
+            assert sketch["sums"] == pytest.approx(reference["sums"], rel=1e-12, abs=0)
+            assert sketch["sumsqs"] == pytest.approx(reference["sumsqs"], rel=1e-12, abs=0)
+
+    @pytest.mark.parametrize("n", [1, 2, 10, 30, 200])
+    def test_indicators(self, n: int) -> None:
+        """SMA, Bollinger and rolling max are the old ones to the bit; EMA and RSI (now recursive) to the last bits."""
+        bars, _ = gapped_bars(3)
+        c = bars.close
+        assert np.array_equal(sma(c, n), reference_window_means(reference_prefix_sums(c), float(c[0]), n),
+                              equal_nan=True)
+        assert np.array_equal(rolling_max(c, n), reference_rolling_max(c, n))
+        for got, want in zip(bollinger(c, n, 2.0), reference_bollinger(c, n, 2.0), strict=True):
+            assert np.array_equal(got, want, equal_nan=True)
+        assert ema(c, n) == pytest.approx(reference_ema(c, n), rel=1e-12, nan_ok=True)
+        if n >= 2:
+            assert rsi(c, n) == pytest.approx(reference_rsi(c, n), rel=0, abs=1e-10, nan_ok=True)

@@ -7,6 +7,7 @@ peers on the work socket, CurveZMQ for remote workers, and a bounded chaos run.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import shutil
 import signal
@@ -334,24 +335,28 @@ class TestChaos:
                            "debug": {"sleep_sec": 0.01}})  # ~6 s of work in all: time for several kills
             specs.append((spec, start_ts))
         kills = 0
-        deadline = time.monotonic() + 50
+        deadline = time.monotonic() + 35
 
         async def run() -> list[str]:
             submitting = asyncio.ensure_future(submit_many(config, bodies, parallel=24))
             nonlocal kills
             slot = 0
             while not submitting.done() or len(events(tmp_path, "backtest.completed")) < len(bodies):
-                await asyncio.sleep(1.0)
+                await asyncio.sleep(1.5)
                 if time.monotonic() > deadline:
                     break
-                live = [e["data"]["pid"] for e in events(tmp_path, "worker.started",
-                                                         worker=f"embedded-{slot % 4 + 1}")]
-                slot += 1
-                try:
-                    os.kill(live[-1], signal.SIGKILL)
-                    kills += 1
-                except ProcessLookupError:
-                    pass
+                # The next worker (in turn) that is serving: started, then READY (a worker still loading
+                # its compiled loops has not joined yet; killing those only would starve the fleet).
+                for _ in range(4):
+                    name = f"embedded-{slot % 4 + 1}"
+                    slot += 1
+                    started = events(tmp_path, "worker.started", worker=name)
+                    ready = events(tmp_path, "worker.ready", worker=name)
+                    if started and ready and ready[-1]["seq"] > started[-1]["seq"]:
+                        with contextlib.suppress(ProcessLookupError):
+                            os.kill(started[-1]["data"]["pid"], signal.SIGKILL)
+                            kills += 1
+                        break
             return await submitting
 
         rids = asyncio.run(run())
