@@ -111,6 +111,19 @@ def build_parser() -> argparse.ArgumentParser:
         "check", help="report each configured universe: bars, range, gaps, duplicates, spacing, OHLC "
                       "(exit 1: a problem)")
     data_check.add_argument("--config", required=True, type=Path)
+    data_import = data_commands.add_parser(
+        "import", help="convert a trader's file (CSV/TSV, MT4, MT5, Dukascopy, HistData, Parquet) to the canonical one")
+    data_import.add_argument("source", type=Path, metavar="SRC")
+    data_import.add_argument("--symbol", required=True)
+    data_import.add_argument("--timeframe", required=True, choices=TIMEFRAMES, metavar="TF",
+                             help="the file's own timeframe: " + " ".join(TIMEFRAMES))
+    data_import.add_argument("--config", required=True, type=Path, help="writes into the symbol's data directory")
+    data_import.add_argument("--tz", help="the file's time zone: an IANA name (Europe/Athens), UTC or +02:00 "
+                             "(default: UTC; HistData: EST without DST)")
+    data_import.add_argument("--format", dest="fmt", metavar="F",
+                             help="generic, mt4, mt5, dukascopy, histdata or parquet (default: detected)")
+    data_import.add_argument("--resample-to", choices=TIMEFRAMES, metavar="TF",
+                             help="write coarser bars: first open, max high, min low, last close, summed volume")
 
     keys = commands.add_parser("keys", help="CurveZMQ keys")
     keys_commands = keys.add_subparsers(dest="keys_command", required=True, metavar="SUBCOMMAND")
@@ -320,10 +333,13 @@ def _data(args: argparse.Namespace) -> int:
     from swimmy.synth import generate
 
     cfg = load_config(args.config)
-    if args.data_command == "check":
-        from swimmy.datatools import run_check
+    if args.data_command in ("check", "import"):
+        from swimmy.datatools import run_check, run_import
 
-        return run_check(cfg, sys.stdout)
+        if args.data_command == "check":
+            return run_check(cfg, sys.stdout)
+        return run_import(cfg, args.source, symbol=args.symbol, timeframe=args.timeframe, tz=args.tz,
+                          fmt=args.fmt, resample_to=args.resample_to, out=sys.stdout)
     directory = cfg.school.synthetic_dir or cfg.school.data_dir
     if args.bars < 1:
         raise UsageError(f"--bars must be >= 1, got {args.bars}")

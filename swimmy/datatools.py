@@ -4,7 +4,7 @@
 universe, its file, bars and range, then one line per kind of problem
 (swimmy/backtest/datacheck.py). Exit 0 when every universe is clean, 1 otherwise.
 
-`data import` (coming) reads a file in one of the formats of swimmy/backtest/formats.py,
+`data import` reads a file in one of the formats of swimmy/backtest/formats.py,
 converts broker time to UTC, optionally resamples, checks the bars, and writes the
 canonical file (swimmy/backtest/canonical.py) into the universe's data directory. A
 running daemon picks the new file up at its next cycle (a new `data_hash`) and emits
@@ -13,12 +13,20 @@ running daemon picks the new file up at its next cycle (a new `data_hash`) and e
 
 from __future__ import annotations
 
-from typing import TextIO
+import sys
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TextIO
 
+import numpy as np
+
+from swimmy.backtest.canonical import canonical_path, write_canonical
 from swimmy.backtest.data import data_path, load_bars, universe_dir, universe_name
 from swimmy.backtest.datacheck import check_bars, iso
+from swimmy.backtest.strategies import TIMEFRAME_SEC
 from swimmy.config import Config
-from swimmy.errors import DataError
+from swimmy.errors import DataError, UsageError
 
 
 def run_check(cfg: Config, out: TextIO) -> int:
@@ -43,3 +51,52 @@ def run_check(cfg: Config, out: TextIO) -> int:
     if bad:
         out.write(f"{bad} of {len(cfg.school.universes())} universes have problems (docs/data.md, \"data check\")\n")
     return 1 if bad else 0
+
+
+def run_import(cfg: Config, source: Path, *, symbol: str, timeframe: str, tz: str | None, fmt: str | None,
+               resample_to: str | None, out: TextIO) -> int:
+    """Convert `source` into the canonical file of (symbol, timeframe or resample_to); 0 on success."""
+    if not source.is_file():
+        raise UsageError(f"{source}: no such file")
+    target = resample_to or timeframe
+    if not cfg.school.trades(symbol, target):
+        print(f"swimmy: note: {symbol} {target} is not in this config's school.symbols/timeframes; the file is "
+              "written, but the school trades it only once the config lists it", file=sys.stderr)
+    started = time.perf_counter()
+    path, sidecar = convert(source, universe_dir(cfg, symbol), symbol=symbol, timeframe=timeframe, tz=tz, fmt=fmt,
+                            resample_to=resample_to)
+    elapsed = time.perf_counter() - started
+    out.write(f"universe: {universe_name(symbol, target)}\npath: {path}\nformat: {sidecar['format']}\n"
+              f"bars: {sidecar['bars']:,}\nrange: {iso(sidecar['first_ts'])} .. {iso(sidecar['last_ts'])}\n"
+              f"data_hash: {sidecar['data_hash']}\nseconds: {elapsed:.2f}\n")
+    return 0
+
+
+def convert(source: Path, directory: Path, *, symbol: str, timeframe: str, tz: str | None = None,
+            fmt: str | None = None, resample_to: str | None = None) -> tuple[Path, dict[str, Any]]:
+    """Read, check, resample and write one universe: (its canonical path, its sidecar). DataError on bad data.
+
+    `read_source` checks every row (prices, OHLC order, strictly ascending UTC times), so nothing here checks
+    them again; what it adds is the timeframe: the file's own step must be `timeframe`'s.
+    """
+    from swimmy.backtest.formats import infer_step, read_source, resample
+
+    target = resample_to or timeframe
+    parsed = read_source(source, format=fmt, tz=tz)
+    step = infer_step(parsed.ts)
+    if step != TIMEFRAME_SEC[timeframe] and len(parsed.ts) > 1:
+        raise DataError(f"{source}: bars are usually {step} s apart, but --timeframe {timeframe} is "
+                        f"{TIMEFRAME_SEC[timeframe]} s: pass the file's own timeframe (and --resample-to)")
+    if resample_to is not None and resample_to != timeframe:
+        if TIMEFRAME_SEC[resample_to] < TIMEFRAME_SEC[timeframe] or TIMEFRAME_SEC[resample_to] % step:
+            raise UsageError(f"--resample-to {resample_to}: can only make coarser bars from {timeframe}, "
+                             "a whole number of them per bar")
+        parsed = resample(parsed, TIMEFRAME_SEC[resample_to])
+    path = canonical_path(directory, symbol, target)
+    sidecar = write_canonical(path, parsed.ts, parsed.open, parsed.high, parsed.low, parsed.close,
+                              np.asarray(parsed.volume, dtype=np.float64),
+                              meta={"symbol": symbol, "timeframe": target, "source": str(source.resolve()),
+                                    "format": parsed.format, "tz": tz or "the format's default",
+                                    "source_timeframe": timeframe,
+                                    "imported_at": datetime.now(UTC).isoformat(timespec="seconds")})
+    return path, sidecar

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import numpy as np
 from helpers import REPO, run_cli
 
-from swimmy.backtest.canonical import canonical_path, write_canonical
+from swimmy.backtest.canonical import canonical_path, read_sidecar, write_canonical
+from swimmy.backtest.data import data_hash, load_bars
 
 SAMPLE = REPO / "data" / "eurusd-h1-2017"
 
@@ -52,3 +55,58 @@ class TestCheck:
         assert f"BROKEN_H1  {data}/BROKEN_H1.csv  UNUSABLE" in out
         assert f"{data}/BROKEN_H1.csv:2: high 1.0 < low 1.2" in out
         assert "3 of 4 universes have problems" in out
+
+
+FIXTURES = REPO / "tests" / "fixtures" / "data"
+
+
+class TestImport:
+    def test_an_mt4_export_in_broker_time_becomes_the_universe_the_daemon_reads(self, tmp_path: Path) -> None:
+        """MT4 history (Athens time) -> the canonical file: UTC bars, its hash, and `data check` clean."""
+        data = tmp_path / "data"
+        cfg = config(tmp_path, data, ["EURUSD"], ["M15"])
+        result = run_cli("data", "import", str(FIXTURES / "EURUSD15_athens_2017.csv"), "--symbol", "EURUSD",
+                         "--timeframe", "M15", "--tz", "Europe/Athens", "--config", str(cfg))
+        assert result.returncode == 0, result.stderr
+        out = dict(line.split(": ", 1) for line in result.stdout.splitlines())
+        assert out["universe"] == "EURUSD_M15" and out["format"] == "mt4"
+        assert out["path"] == str(data / "EURUSD_M15.npy")
+        bars = load_bars(data, "EURUSD", "M15")
+        assert out["bars"] == f"{len(bars):,}" and out["data_hash"] == data_hash(data, "EURUSD", "M15")
+        first_local = FIXTURES.joinpath("EURUSD15_athens_2017.csv").read_text().splitlines()[0].split(",")[:2]
+        local = datetime.strptime(" ".join(first_local), "%Y.%m.%d %H:%M").replace(tzinfo=ZoneInfo("Europe/Athens"))
+        assert int(bars.timestamps[0]) == int(local.timestamp()), "broker time is converted to UTC"
+        side = read_sidecar(data / "EURUSD_M15.npy")
+        assert side is not None and side["format"] == "mt4" and side["tz"] == "Europe/Athens"
+        check = run_cli("data", "check", "--config", str(cfg))
+        assert "EURUSD_M15" in check.stdout and "ohlc" not in check.stdout
+
+    def test_resampling_writes_the_coarser_universe(self, tmp_path: Path) -> None:
+        """--resample-to H1 from M1 HistData (EST without DST): bars labelled by their UTC hour."""
+        data = tmp_path / "data"
+        cfg = config(tmp_path, data, ["EURUSD"], ["H1"])
+        result = run_cli("data", "import", str(FIXTURES / "DAT_ASCII_EURUSD_M1_201703.csv"), "--symbol", "EURUSD",
+                         "--timeframe", "M1", "--resample-to", "H1", "--config", str(cfg))
+        assert result.returncode == 0, result.stderr
+        assert "universe: EURUSD_H1" in result.stdout and "format: histdata" in result.stdout
+        bars = load_bars(data, "EURUSD", "H1")
+        assert (bars.timestamps % 3600 == 0).all() and (np.diff(bars.timestamps) > 0).all()
+
+    def test_a_bad_row_names_file_and_line_and_writes_nothing(self, tmp_path: Path) -> None:
+        data = tmp_path / "data"
+        cfg = config(tmp_path, data, ["EURUSD"], ["M1"])
+        bad = FIXTURES / "bad" / "high_below_low.csv"
+        result = run_cli("data", "import", str(bad), "--symbol", "EURUSD", "--timeframe", "M1", "--config", str(cfg))
+        assert result.returncode == 1
+        assert f"{bad}:" in result.stderr and "high" in result.stderr
+        assert not (data / "EURUSD_M1.npy").exists()
+
+    def test_a_timeframe_that_is_not_the_files_is_refused(self, tmp_path: Path) -> None:
+        """An M15 file imported as H1 would skew every annualised figure: refused, naming both."""
+        data = tmp_path / "data"
+        cfg = config(tmp_path, data, ["EURUSD"], ["H1"])
+        result = run_cli("data", "import", str(FIXTURES / "EURUSD15_athens_2017.csv"), "--symbol", "EURUSD",
+                         "--timeframe", "H1", "--tz", "Europe/Athens", "--config", str(cfg))
+        assert result.returncode == 1
+        assert "usually 900 s apart, but --timeframe H1 is 3600 s" in result.stderr
+        assert not data.exists() or not any(data.iterdir())
