@@ -329,6 +329,9 @@ class Daemon:
               and self.uptime_sec() > self._worker_grace_sec()):
             reasons.append("no backtest worker connected: the school waits (start a worker, or check "
                            "zmq.backtest_endpoint and its keys)")
+        if self.school is not None:
+            for universe, error in sorted(self.school.paused_universes().items()):
+                reasons.append(f"universe {universe} paused: {error}")
         return reasons
 
     def _worker_grace_sec(self) -> float:

@@ -4,7 +4,7 @@
 once a second), 503 with the reasons otherwise: an idle daemon is healthy, a
 wedged one is not. It is liveness: what systemd's watchdog follows, and what a
 restart can fix. /readyz is 200 when the daemon is also doing its job (telemetry
-writing, a backtest worker connected), 503 with the DEGRADED reasons otherwise
+writing, a backtest worker connected, no universe paused), 503 with the DEGRADED reasons otherwise
 (the same words as `swimmy status` and the heartbeat): what a load balancer or
 an alert asks; restarting does not fix a full disk.
 """

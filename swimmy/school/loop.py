@@ -214,6 +214,10 @@ class School:
         """Whether a universe is paused: its file is missing, unreadable or broken (data.invalid)."""
         return universe in self._invalid
 
+    def paused_universes(self) -> dict[str, str]:
+        """Every paused universe with the error that paused it."""
+        return dict(self._invalid)
+
     async def refresh_windows(self) -> None:
         """Load (cached, in a thread) the bars of every configured universe and their hashes.
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import orjson
 import pytest
-from helpers import free_port, read_events, run_cli, wait_until, write_config
+from helpers import REPO, free_port, read_events, run_cli, wait_until, write_config
 from prometheus_client.parser import text_string_to_metric_families
 
 from swimmy.config import load_config
@@ -255,3 +255,31 @@ class TestSecrets:
         finally:
             server.shutdown()
             server.server_close()
+
+
+class TestPausedUniverse:
+    def test_a_broken_universe_is_a_degraded_reason_and_the_others_go_on(
+        self, tmp_path: Path, daemon_factory: Any
+    ) -> None:
+        """One good and one broken file: the daemon runs, data.invalid names file and line, /readyz says why."""
+        data = tmp_path / "data"
+        data.mkdir()
+        sample = REPO / "data" / "eurusd-h1-2017" / "EURUSD_H1.csv"
+        (data / "EURUSD_H1.csv").write_bytes(sample.read_bytes())
+        lines = sample.read_text().splitlines()
+        fields = lines[10].split(",")
+        fields[4] = "oops"  # the close
+        lines[10] = ",".join(fields)
+        (data / "GBPUSD_H1.csv").write_text("\n".join(lines) + "\n")
+        port = free_port()
+        config = write_config(tmp_path, {"metrics": {"listen": f"127.0.0.1:{port}"},
+                                         "school": {"data_dir": str(data), "symbols": ["EURUSD", "GBPUSD"]}})
+        daemon = daemon_factory(config)
+        (invalid,) = wait_until(lambda: [e for e in read_events(tmp_path / "var" / "telemetry.jsonl")
+                                         if e["event_type"] == "data.invalid"], 20, "data.invalid")
+        assert invalid["data"]["universe"] == "GBPUSD_H1"
+        assert f"{data}/GBPUSD_H1.csv:11: bad number in close: 'oops'" in invalid["data"]["error"]
+        _, body = wait_until(lambda: (r := get(f"http://127.0.0.1:{port}/readyz")) and r[0] == 503 and r, 20,
+                             "not ready")
+        assert any(r.startswith("universe GBPUSD_H1 paused: ") for r in orjson.loads(body)["reasons"])
+        assert daemon.stop() == 0
