@@ -578,6 +578,12 @@ class Store:
             conn.executemany("DELETE FROM oos_queue WHERE strategy = ?", names)
         return [(str(r[0]), str(r[1])) for r in rows]
 
+    def holdout_recorded_at(self, universe: str, data_hash: str) -> float | None:
+        """When this data was first taken in for the universe (its split recorded), or None."""
+        rows = self._read("SELECT recorded_at FROM holdout_splits WHERE universe = ? AND data_hash = ?",
+                          (universe, data_hash))
+        return float(rows[0][0]) if rows else None
+
     def holdout_hashes(self, universe: str) -> list[str]:
         """The data hashes whose holdout split was recorded for this universe (the data it has seen)."""
         return [str(r[0]) for r in self._read("SELECT data_hash FROM holdout_splits WHERE universe = ?",

@@ -185,7 +185,8 @@ class School:
         self.oos = OosRequester(cfg, store, client, emit, clock, oos_start=self._oos_start, rerank=self.rerank,
                                 retire=self.retire, dsr_now=self.dsr_now, look=self.count_look)
         self.wfv = WfvScheduler(cfg, store, client, emit, clock, is_timestamps=self._is_timestamps,
-                                rerank=self.rerank, retire=self.retire, paused=self.paused)
+                                rerank=self.rerank, retire=self.retire, paused=self.paused,
+                                data_since=self._data_since)
         self.cycles = 0
         client.on_credit = self.schedule_feed
 
@@ -213,6 +214,11 @@ class School:
     def paused(self, universe: str) -> bool:
         """Whether a universe is paused: its file is missing, unreadable or broken (data.invalid)."""
         return universe in self._invalid
+
+    def _data_since(self, universe: str) -> float | None:
+        """When the universe's current data was first taken in (None: no usable data now)."""
+        digest = self._data_hashes.get(universe)
+        return self._store.holdout_recorded_at(universe, digest) if digest is not None else None
 
     def paused_universes(self) -> dict[str, str]:
         """Every paused universe with the error that paused it."""

@@ -84,9 +84,11 @@ class WfvScheduler:
     def __init__(self, cfg: Config, store: Store, client: BacktestClient, emit: Emit, clock: Clock, *,
                  is_timestamps: Callable[[str, str], Sequence[int] | None], rerank: Callable[[str, str], None],
                  retire: Callable[[str, str], None] | None = None,
-                 paused: Callable[[str], bool] | None = None) -> None:
+                 paused: Callable[[str], bool] | None = None,
+                 data_since: Callable[[str], float | None] | None = None) -> None:
         self.cfg = cfg
         self._paused = paused or (lambda universe: False)
+        self._data_since = data_since or (lambda universe: None)
         self._store = store
         self._client = client
         self._emit = emit
@@ -109,6 +111,13 @@ class WfvScheduler:
                 self._store.update_wfv_run(replace(row, status="timeout", finished_at=self._clock.time()))
                 continue
             self.pending[row.wfv_id] = row
+            strategy = self._store.get_strategy(row.strategy)
+            since = self._data_since(f"{strategy.symbol}_{strategy.timeframe}") if strategy is not None else None
+            if since is not None and since > row.started_at:
+                # The universe's data changed while the daemon was down: its folds would mix two data sets.
+                self._cancel(row.wfv_id, row, f"data changed: {strategy.symbol if strategy else ''} "
+                             f"{strategy.timeframe if strategy else ''} has new data since the run started")
+                continue
             folds: dict[int, FoldResult | None] = {}
             for fold, request_id, request_json, status, result_json in self._store.wfv_folds(row.wfv_id):
                 parsed = parse_fold_result(orjson.loads(result_json)) if result_json else None

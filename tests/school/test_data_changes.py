@@ -166,10 +166,19 @@ async def test_data_changed_while_the_daemon_was_down_is_taken_in_at_start_up(tm
     w = World(tmp_path)
     await w.school.refresh_windows()
     w.add("an-s", "S")
+    w.add("walked", "incubator", is_dsr=None)  # a manual walk-forward may run on any strategy
+    w.ready()
+    wfv_id = w.school.wfv.start_manual("walked")
     w.store.close()
     w.new_file()
     again = World(tmp_path, db=tmp_path / "school.db")
+    again.clock.advance(3600)  # the daemon comes back an hour later
     await again.school.refresh_windows()
     imported = again.events("data.imported")
     assert len(imported) == 1 and imported[0]["reevaluated"] == 1
     assert again.store.get_strategy("an-s").rank == "incubator"  # type: ignore[union-attr]
+    again.ready()
+    again.school.wfv.startup()  # after the first refresh, as School.run does
+    (cancelled,) = again.events("wfv.cancelled")
+    assert cancelled["wfv_id"] == wfv_id and "has new data since the run started" in cancelled["reason"]
+    assert not [r for r in again.sent if r["purpose"] == "wfv_fold"], "no fold is sent again on the new data"
