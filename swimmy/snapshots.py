@@ -1,11 +1,8 @@
-"""Snapshot files (SPEC §7): the atomic writer, and metrics.json / status.json every interval."""
+"""Snapshot files (SPEC §7): metrics.json / status.json every interval, written atomically."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-import tempfile
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -15,37 +12,11 @@ import orjson
 import structlog
 
 from swimmy.clock import Clock
+from swimmy.files import atomic_write
 from swimmy.telemetry.envelope import SCHEMA_VERSION, TimestampFormatter
 from swimmy.telemetry.queue import Emit
 
 log = structlog.get_logger(logger_name="swimmy.snapshots")
-
-
-def atomic_write(path: Path, content: bytes, *, mode: int = 0o640) -> None:
-    """Replace `path` with `content` so a reader sees the old file or the new one, never a mix.
-
-    A unique temp file in the same directory (never a fixed name shared between
-    writers), fsync, os.replace, then fsync the directory so the rename survives
-    a power loss. On failure the temp file is removed and the old file stays.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(content)
-            f.flush()
-            os.fchmod(f.fileno(), mode)
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 STATUS_KEYS = ("status", "reasons", "run_id", "pid", "version", "config_hash", "uptime_sec", "stale_tasks",

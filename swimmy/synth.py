@@ -58,9 +58,7 @@ from __future__ import annotations
 
 import math
 import operator
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final, Literal
@@ -74,6 +72,7 @@ from swimmy.backtest.engine import Bars
 from swimmy.backtest.strategies import BARS_PER_YEAR
 from swimmy.config import Config
 from swimmy.errors import ConfigError, DataError, UsageError
+from swimmy.files import atomic_write
 
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
@@ -264,19 +263,9 @@ def write_csv(
 
 
 def _write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temp file in the same directory and os.replace (mode 0644)."""
+    """Write `text` to `path` atomically (mode 0644: a data file like any other)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.fchmod(fd, 0o644)  # a data file like any other, not mkstemp's 0600
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, text.encode("utf-8"), mode=0o644)
 
 
 def generate(

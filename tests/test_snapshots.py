@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from swimmy.snapshots import atomic_write
+from swimmy.files import atomic_write
 
 
 class TestAtomicWrite:

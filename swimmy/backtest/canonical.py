@@ -27,10 +27,7 @@ or the new one, never a part.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Final
@@ -41,6 +38,7 @@ import orjson
 
 from swimmy.backtest.engine import Bars
 from swimmy.errors import DataError
+from swimmy.files import atomic_write
 
 EXTENSION: Final = ".npy"
 SIDECAR: Final = ".json"
@@ -92,7 +90,7 @@ def write_canonical(path: Path, ts: IntArray, open_: FloatArray, high: FloatArra
             out.write(row.data.cast("B"))
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    _atomic(path, write)
+    atomic_write(path, write, mode=0o644)
     sidecar = {
         **meta,
         "schema": 1,
@@ -102,7 +100,7 @@ def write_canonical(path: Path, ts: IntArray, open_: FloatArray, high: FloatArra
         "last_ts": int(ts[-1]) if n else None,
         "data_hash": hashing.hexdigest(),  # of the bytes as written: the same as file_hash(path)
     }
-    _atomic(sidecar_path(path), lambda f: f.write(orjson.dumps(sidecar, option=orjson.OPT_INDENT_2)))
+    atomic_write(sidecar_path(path), orjson.dumps(sidecar, option=orjson.OPT_INDENT_2), mode=0o644)
     return sidecar
 
 
@@ -156,23 +154,3 @@ class _Hashing:
 
     def hexdigest(self) -> str:
         return self._digest.hexdigest()[:HASH_CHARS]
-
-
-def _atomic(path: Path, write: Any) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)

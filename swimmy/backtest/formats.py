@@ -40,7 +40,6 @@ BoolArray = npt.NDArray[np.bool_]
 _Number = TypeVar("_Number", np.int32, np.int64, np.float64)
 
 FORMATS: Final = ("generic", "mt4", "mt5", "dukascopy", "histdata", "parquet")
-TIMEFRAME_SEC: Final = {"M1": 60, "M5": 300, "M15": 900, "M30": 1800, "H1": 3600, "H4": 14400, "D1": 86400}
 
 
 @dataclass(frozen=True)

@@ -14,13 +14,13 @@ import pytest
 from swimmy.backtest.data import read_csv
 from swimmy.backtest.formats import (
     FORMATS,
-    TIMEFRAME_SEC,
     Parsed,
     detect_format,
     infer_step,
     read_source,
     resample,
 )
+from swimmy.backtest.strategies import TIMEFRAME_SEC
 from swimmy.errors import DataError
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "data"
