@@ -164,7 +164,7 @@ def run_one(data: DataSet, seed: int, seconds: float, dev_toml: Path, keep: bool
         school = sections.setdefault("school", {})
         school.update({
             "db_path": str(tmp / "school.db"), "data_dir": str(data_dir), "synthetic_dir": str(data_dir),
-            "symbols": [SYMBOL], "timeframe": TIMEFRAME, "breed": True,
+            "symbols": [SYMBOL], "timeframes": [TIMEFRAME], "breed": True,
             # audits at start-up (too few ranked: none), then two more, the last near the end of the run
             "audit_interval_sec": max(10.0, (seconds - 10.0) / 2),
         })
