@@ -8,11 +8,12 @@ telemetry failing, or any other reason the daemon gave for DEGRADED.
 from __future__ import annotations
 
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any, TextIO
 
 import orjson
+
+from swimmy.rfc3339 import parse_rfc3339
 
 STALE_SLACK_SEC = 10.0
 
@@ -34,7 +35,7 @@ def problems(status: dict[str, Any] | None, now: float) -> list[str]:
         return [f"the daemon stopped ({status.get('timestamp')}, reason {status.get('stop_reason')})"]
     out = []
     try:
-        taken = datetime.fromisoformat(str(status["timestamp"]).replace("Z", "+00:00")).timestamp()
+        taken = parse_rfc3339(str(status["timestamp"]), assume_utc=True).timestamp()
     except (KeyError, ValueError):
         return ["the status snapshot has no readable timestamp"]
     age = now - taken

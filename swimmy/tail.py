@@ -25,12 +25,12 @@ import time
 from collections import deque
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, BinaryIO, TextIO
 
 import orjson
 
+from swimmy.rfc3339 import NoTimeZone, parse_rfc3339
 from swimmy.telemetry.envelope import SEVERITY_RANK, normalize_severity
 from swimmy.telemetry.rotation import backup_suffixes, suffixed
 
@@ -94,15 +94,14 @@ def parse_since(text: str, now: float) -> float:
     if m is not None:
         return now - float(m.group(1)) * _UNIT_SEC[m.group(2)]
     try:
-        when = datetime.fromisoformat(text.strip())
+        return parse_rfc3339(text).timestamp()
+    except NoTimeZone:
+        raise ValueError(f"{text!r} has no time zone: add Z or an offset such as +09:00") from None
     except ValueError:
         raise ValueError(
             f"cannot read {text!r} as a time: expected an age such as 30s, 10m, 2h, 1d "
             "or an RFC 3339 timestamp such as 2026-11-26T18:35:20Z"
         ) from None
-    if when.tzinfo is None:
-        raise ValueError(f"{text!r} has no time zone: add Z or an offset such as +09:00")
-    return when.timestamp()
 
 
 def format_event(event: dict[str, Any]) -> str:
@@ -446,10 +445,7 @@ def _json(value: Any) -> str:
 def _event_time(value: Any) -> float | None:
     if not isinstance(value, str):
         return None
-    try:
-        when = datetime.fromisoformat(value)
+    try:  # the envelope is always UTC; a zone-less stamp is read as such
+        return parse_rfc3339(value, assume_utc=True).timestamp()
     except ValueError:
         return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)  # the envelope is always UTC; a zone-less stamp is read as such
-    return when.timestamp()

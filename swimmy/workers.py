@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from swimmy.backoff import capped_backoff
 from swimmy.clock import Clock
 from swimmy.systemd import child_env
 from swimmy.telemetry.queue import Emit
@@ -106,8 +107,8 @@ class WorkerSupervisor:
             proc = slot.proc
             if proc is not None and proc.returncode is not None and slot.restart_at is None:
                 lived = now - slot.started_at
-                slot.backoff_sec = BACKOFF_MIN_SEC if lived >= STABLE_SEC or not slot.backoff_sec else min(
-                    BACKOFF_MAX_SEC, slot.backoff_sec * 2)
+                slot.backoff_sec = capped_backoff(None if lived >= STABLE_SEC else slot.backoff_sec,
+                                                  base_sec=BACKOFF_MIN_SEC, cap_sec=BACKOFF_MAX_SEC)
                 slot.restart_at = now + slot.backoff_sec
                 self._emit("worker.exited", service="engine", severity="error", correlation_id=slot.worker_id,
                            data={"worker": slot.worker_id, "pid": proc.pid, "exit_code": proc.returncode,

@@ -12,6 +12,7 @@ from swimmy.backtest.engine import Costs, run_backtest
 from swimmy.backtest.strategies import spec_of
 from swimmy.config import Config, instrument_costs
 from swimmy.errors import StoreError, UsageError
+from swimmy.rfc3339 import NoTimeZone, parse_rfc3339
 from swimmy.store import Store
 
 LONG_RANGE_BARS = 50_000  # beyond this the phases are shown as they happen
@@ -22,12 +23,11 @@ def parse_date(text: str, flag: str) -> int:
     try:
         if len(text) == 10:
             return int(datetime.strptime(text, "%Y-%m-%d").replace(tzinfo=UTC).timestamp())
-        parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return int(parse_rfc3339(text).timestamp())
+    except NoTimeZone:
+        raise UsageError(f"{flag}: {text!r} has no time zone; add Z or +00:00") from None
     except ValueError:
         raise UsageError(f"{flag}: expected YYYY-MM-DD or an RFC 3339 time, got {text!r}") from None
-    if parsed.tzinfo is None:
-        raise UsageError(f"{flag}: {text!r} has no time zone; add Z or +00:00")
-    return int(parsed.timestamp())
 
 
 def _progress(out: TextIO, step: int, steps: int, what: str) -> None:

@@ -63,6 +63,7 @@ import orjson
 from yarl import URL
 
 from swimmy import __version__
+from swimmy.backoff import backoff_for_attempt
 from swimmy.clock import Clock
 from swimmy.config import DiscordConfig, Secret
 from swimmy.telemetry.queue import Emit
@@ -242,7 +243,7 @@ def read_rate_limit(headers: Mapping[str, str], body: Mapping[str, Any] | None) 
 
 def backoff_sec(attempt: int, policy: RetryPolicy) -> float:
     """The wait after failed attempt `attempt` (1-based): base doubling, capped."""
-    return float(min(policy.backoff_base_sec * 2 ** min(attempt - 1, 62), policy.backoff_cap_sec))
+    return backoff_for_attempt(attempt, base_sec=policy.backoff_base_sec, cap_sec=policy.backoff_cap_sec)
 
 
 def secret_fragments(urls: list[Secret]) -> tuple[str, ...]:

@@ -14,6 +14,7 @@ from typing import Any
 
 import structlog
 
+from swimmy.backoff import capped_backoff
 from swimmy.backtest.client import BacktestClient, Outcome
 from swimmy.backtest.strategies import spec_of
 from swimmy.clock import Clock
@@ -73,9 +74,7 @@ def decide_request(row: OosRow | None, now: float, *, interval_sec: float) -> Re
 
 def next_backoff(previous_sec: float | None, *, cycle_sec: float, interval_sec: float) -> float:
     """The wait before an errored request is retried: cycle_sec, then doubling, capped at the interval."""
-    if previous_sec is None or previous_sec <= 0:
-        return min(cycle_sec, interval_sec)
-    return min(previous_sec * 2, interval_sec)
+    return capped_backoff(previous_sec, base_sec=cycle_sec, cap_sec=interval_sec)
 
 
 def is_mirror(is_sharpe: float | None, oos_sharpe: float | None) -> bool:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+from swimmy.backoff import capped_backoff
 from swimmy.config import TelemetryConfig
 from swimmy.telemetry.envelope import Encoder
 from swimmy.telemetry.queue import EventQueue
@@ -323,7 +324,7 @@ class TelemetryWriter:
         self._on_state_change(True)
 
     def _schedule_retry(self, now: float) -> None:
-        self._backoff = min(BACKOFF_MAX_SEC, max(BACKOFF_MIN_SEC, self._backoff * 2))
+        self._backoff = capped_backoff(self._backoff, base_sec=BACKOFF_MIN_SEC, cap_sec=BACKOFF_MAX_SEC)
         self._retry_at = now + self._backoff
 
     def _room_to_recover(self) -> bool:

@@ -1,0 +1,23 @@
+"""Reading RFC 3339 times (`2026-11-26T18:35:20Z`, `...+09:00`): the one parser of the CLI tools and readers.
+
+Imports nothing from swimmy.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+
+class NoTimeZone(ValueError):
+    """A readable time without `Z` or an offset, where one is required."""
+
+
+def parse_rfc3339(text: str, *, assume_utc: bool = False) -> datetime:
+    """An aware datetime. ValueError when `text` is not a time; NoTimeZone when it has no zone, unless
+    `assume_utc` (for the event envelope and the snapshots, always written in UTC)."""
+    when = datetime.fromisoformat(text.strip())  # Python >= 3.11 reads `Z`
+    if when.tzinfo is None:
+        if not assume_utc:
+            raise NoTimeZone(f"{text!r} has no time zone")
+        when = when.replace(tzinfo=UTC)
+    return when
