@@ -34,7 +34,7 @@ from swimmy.config import Config, instrument_costs, load_config, plan_reload, we
 from swimmy.control import ControlServer
 from swimmy.dispatcher import Dispatcher, heartbeat_handler
 from swimmy.errors import ConfigError, StoreError
-from swimmy.figures import collect, summary_lines
+from swimmy.figures import Figures, collect, summary_lines
 from swimmy.health import Progress
 from swimmy.heartbeat import HeartbeatPublisher
 from swimmy.lockfile import LockFile
@@ -167,7 +167,7 @@ class Daemon:
                 lock.release()
         return code
 
-    def figures(self) -> dict[str, Any]:
+    def figures(self) -> Figures:
         """Every operator figure (snapshots, /metrics, the Discord summary)."""
         return collect(self)
 
@@ -180,11 +180,11 @@ class Daemon:
         if self.notifier is None:
             return None
         figures = self.figures()
-        note = heartbeat_notification(figures["status"], summary_lines(figures))
+        note = heartbeat_notification(figures.status, summary_lines(figures))
         if not self.notifier.submit(note):
             return None
         self.emit("heartbeat.discord_sent", service="engine", correlation_id=note.id,
-                  data={"heartbeat_id": note.id, "status": "queued", "daemon_status": figures["status"]})
+                  data={"heartbeat_id": note.id, "status": "queued", "daemon_status": figures.status})
         return note.id
 
     def _alert(self, event_type: str, severity: str, correlation_id: Any, data: Any) -> None:

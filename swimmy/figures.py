@@ -1,9 +1,12 @@
-"""The operator's figures, gathered once from the running services (snapshots, /metrics, the Discord summary)."""
+"""The operator's figures, gathered once from the running services into one typed `Figures`: the snapshots,
+/metrics, `swimmy status` (through status.json) and the Discord summary all read it, so a misspelt figure is
+an error of mypy, not a silent None."""
 
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, fields, is_dataclass
+from typing import TYPE_CHECKING, Any, Final
 
 from swimmy import __version__
 
@@ -22,71 +25,201 @@ def rss_bytes() -> int | None:
         return None
 
 
-def collect(d: Daemon) -> dict[str, Any]:
-    """Every figure, as plain JSON-able values; parts that are not running report None."""
+@dataclass(frozen=True, slots=True)
+class TelemetryFigures:
+    written: int
+    dropped: int
+    failed_writes: int
+    queue_depth: int
+    rotations: int
+    failing: bool
+    fsync_errors: int
+    truncated: int
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatFigures:
+    sent: int
+    send_failures: int
+    last_rtt_ms: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class PeerFigures:
+    last_seen_age_sec: dict[str, float]
+    silent: list[str]
+    evicted: int
+
+
+@dataclass(frozen=True, slots=True)
+class BacktestFigures:
+    inflight: int
+    sent: int
+    completed: int
+    timeouts: int
+    refused: int
+    resends: int
+    queued: int
+    requeued: int
+    quarantined: int
+    workers_ready: int
+    workers_lost: int
+    free_credit: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerFigures:
+    configured: int
+    alive: int
+
+
+@dataclass(frozen=True, slots=True)
+class OosFigures:
+    pending: int
+    errors: int
+    oldest_age_sec: float | None
+    latency_p50_sec: float | None
+    requested: int
+    results: int
+
+
+@dataclass(frozen=True, slots=True)
+class WfvFigures:
+    pending: int
+    oldest_age_sec: float | None
+    results: int
+    timeouts: int
+
+
+@dataclass(frozen=True, slots=True)
+class UniverseFigures:
+    trials: int
+    n_eff: float
+    data_hash: str | None
+    usable: bool
+    oos_looks: int
+    holdout_start_ts: int | None
+    pbo: float | None
+    audited_at: float | None
+    sr0: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class DiscordFigures:
+    delivered: int
+    failed: int
+    dropped: int
+    queued: int
+    rate_limited: int
+    coalesced: int
+    dry_run: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Figures:
+    """Every figure of the running daemon, once. A section is None when its part is not running (and then
+    absent from the JSON, as `stop_reason` is until the daemon stops)."""
+
+    run_id: str
+    pid: int
+    version: str
+    config_hash: str
+    uptime_sec: float
+    rss_bytes: int | None
+    loop_lag_ms: float
+    loop_stalls: int
+    telemetry: TelemetryFigures
+    heartbeats: HeartbeatFigures | None
+    peers: PeerFigures | None
+    backtests: BacktestFigures | None
+    workers: WorkerFigures
+    strategies: dict[str, int] | None
+    oos: OosFigures | None
+    wfv: WfvFigures | None
+    universes: dict[str, UniverseFigures] | None
+    discord: DiscordFigures | None
+    status: str
+    reasons: list[str]
+    stale_tasks: dict[str, float]
+    stop_reason: str | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        """Plain JSON-able values in field order (the snapshots' and `status`'s layout), absent parts left out."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)
+                if getattr(self, f.name) is not None or f.name not in _OPTIONAL}
+
+
+_OPTIONAL: Final = frozenset(
+    ("heartbeats", "peers", "backtests", "strategies", "oos", "wfv", "universes", "discord", "stop_reason"))
+
+
+def _plain(value: Any) -> Any:
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value
+
+
+def collect(d: Daemon) -> Figures:
+    """Every figure, from the parts that are running."""
     now = d.clock.time()
     writer, queue = d.writer, d.queue
-    figures: dict[str, Any] = {
-        "run_id": d.run_id,
-        "pid": os.getpid(),
-        "version": __version__,
-        "config_hash": d.cfg.config_hash,
-        "uptime_sec": d.uptime_sec(),
-        "rss_bytes": rss_bytes(),
-        "loop_lag_ms": round(d.loopwatch.last_lag_ms, 3),
-        "loop_stalls": d.loopwatch.stalls,
-        "telemetry": {
-            "written": writer.written, "dropped": queue.dropped_total, "failed_writes": writer.failed_writes,
-            "queue_depth": len(queue), "rotations": writer.rotations, "failing": writer.failing,
-            "fsync_errors": writer.fsync_errors, "truncated": d.encoder.truncated,
-        },
-    }
+    heartbeats = peers = backtests = oos = wfv = discord = None
+    strategies: dict[str, int] | None = None
+    universes: dict[str, UniverseFigures] | None = None
     if d.publisher is not None:
-        figures["heartbeats"] = {"sent": d.publisher.sent, "send_failures": d.publisher.send_failures,
-                                 "last_rtt_ms": d.publisher.last_rtt_ms}
+        heartbeats = HeartbeatFigures(d.publisher.sent, d.publisher.send_failures, d.publisher.last_rtt_ms)
     if d.peers is not None:
-        mono = d.clock.monotonic()
-        figures["peers"] = {"last_seen_age_sec": d.peers.table.ages(mono), "silent": d.peers.table.silent(),
-                            "evicted": d.peers.table.evicted}
+        table = d.peers.table
+        peers = PeerFigures(table.ages(d.clock.monotonic()), table.silent(), table.evicted)
     if d.backtests is not None:
         b = d.backtests
-        figures["backtests"] = {"inflight": b.inflight, "sent": b.sent, "completed": b.completed,
-                                "timeouts": b.timeouts, "refused": b.refused, "resends": b.resends,
-                                "queued": b.queued(), "requeued": b.requeued, "quarantined": b.quarantined,
-                                "workers_ready": b.live_workers(), "workers_lost": b.workers_lost,
-                                "free_credit": b.free_credit()}
-    figures["workers"] = {"configured": d.workers.configured if d.workers else 0,
-                          "alive": d.workers.alive() if d.workers else 0}
+        backtests = BacktestFigures(
+            inflight=b.inflight, sent=b.sent, completed=b.completed, timeouts=b.timeouts, refused=b.refused,
+            resends=b.resends, queued=b.queued(), requeued=b.requeued, quarantined=b.quarantined,
+            workers_ready=b.live_workers(), workers_lost=b.workers_lost, free_credit=b.free_credit())
     if d.school is not None:
         count, oldest = d.school.wfv.pending_stats(now)
-        figures["strategies"] = d.school.by_rank()
-        figures["oos"] = d.school.oos.queue_stats(now)
-        figures["wfv"] = {"pending": count, "oldest_age_sec": round(oldest, 3) if oldest is not None else None,
-                          "results": d.school.wfv.results, "timeouts": d.school.wfv.timeouts}
-        figures["universes"] = d.school.universe_figures()
+        strategies = d.school.by_rank()
+        oos = OosFigures(**d.school.oos.queue_stats(now))
+        wfv = WfvFigures(pending=count, oldest_age_sec=round(oldest, 3) if oldest is not None else None,
+                         results=d.school.wfv.results, timeouts=d.school.wfv.timeouts)
+        universes = {u: UniverseFigures(**f) for u, f in d.school.universe_figures().items()}  # type: ignore[arg-type]
     if d.notifier is not None:
         s = d.notifier.stats
-        figures["discord"] = {"delivered": s.delivered, "failed": s.failed, "dropped": s.dropped,
-                              "queued": s.queued, "rate_limited": s.rate_limited, "coalesced": s.coalesced,
-                              "dry_run": d.notifier.dry}
+        discord = DiscordFigures(delivered=s.delivered, failed=s.failed, dropped=s.dropped, queued=s.queued,
+                                 rate_limited=s.rate_limited, coalesced=s.coalesced, dry_run=d.notifier.dry)
     reasons = d.degraded_reasons()
-    figures["status"] = "DEGRADED" if reasons else "OK"
-    figures["reasons"] = reasons
-    figures["stale_tasks"] = d.progress.stale()
-    return figures
+    return Figures(
+        run_id=d.run_id, pid=os.getpid(), version=__version__, config_hash=d.cfg.config_hash,
+        uptime_sec=d.uptime_sec(), rss_bytes=rss_bytes(), loop_lag_ms=round(d.loopwatch.last_lag_ms, 3),
+        loop_stalls=d.loopwatch.stalls,
+        telemetry=TelemetryFigures(
+            written=writer.written, dropped=queue.dropped_total, failed_writes=writer.failed_writes,
+            queue_depth=len(queue), rotations=writer.rotations, failing=writer.failing,
+            fsync_errors=writer.fsync_errors, truncated=d.encoder.truncated),
+        heartbeats=heartbeats, peers=peers, backtests=backtests,
+        workers=WorkerFigures(configured=d.workers.configured if d.workers else 0,
+                              alive=d.workers.alive() if d.workers else 0),
+        strategies=strategies, oos=oos, wfv=wfv, universes=universes, discord=discord,
+        status="DEGRADED" if reasons else "OK", reasons=reasons, stale_tasks=d.progress.stale(),
+    )
 
 
-def summary_lines(f: dict[str, Any]) -> dict[str, str]:
+def summary_lines(f: Figures) -> dict[str, str]:
     """The Discord heartbeat's lines: uptime, strategies by rank, OOS queue, WFV pending, peers, telemetry."""
-    t = f["telemetry"]
-    lines = {"uptime": f"{f['uptime_sec'] / 3600:.1f} h"}
-    if "strategies" in f:
-        lines["strategies"] = ", ".join(f"{k} {v}" for k, v in f["strategies"].items())
-    if "oos" in f:
-        lines["OOS queue"] = f"{f['oos']['pending']} pending, {f['oos']['errors']} errors"
-    if "wfv" in f:
-        lines["WFV pending"] = str(f["wfv"]["pending"])
-    if "peers" in f:
-        lines["peers"] = f"{len(f['peers']['last_seen_age_sec'])} known, {len(f['peers']['silent'])} silent"
-    lines["telemetry"] = f"{t['written']} written, {t['dropped']} dropped, {t['failed_writes']} failed writes"
+    t = f.telemetry
+    lines = {"uptime": f"{f.uptime_sec / 3600:.1f} h"}
+    if f.strategies is not None:
+        lines["strategies"] = ", ".join(f"{k} {v}" for k, v in f.strategies.items())
+    if f.oos is not None:
+        lines["OOS queue"] = f"{f.oos.pending} pending, {f.oos.errors} errors"
+    if f.wfv is not None:
+        lines["WFV pending"] = str(f.wfv.pending)
+    if f.peers is not None:
+        lines["peers"] = f"{len(f.peers.last_seen_age_sec)} known, {len(f.peers.silent)} silent"
+    lines["telemetry"] = f"{t.written} written, {t.dropped} dropped, {t.failed_writes} failed writes"
     return lines

@@ -19,19 +19,21 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from swimmy.figures import Figures
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class FiguresCollector(Collector):
     """Turns the daemon's figures into metric families at each scrape."""
 
-    def __init__(self, figures: Callable[[], dict[str, Any]]) -> None:
+    def __init__(self, figures: Callable[[], Figures]) -> None:
         self._figures = figures
 
     def collect(self) -> Iterator[Metric]:
         """One family per figure."""
         f = self._figures()
-        t = f["telemetry"]
+        t = f.telemetry
 
         def gauge(name: str, doc: str, value: Any) -> GaugeMetricFamily:
             return GaugeMetricFamily(f"swimmy_{name}", doc, value=float(value) if value is not None else float("nan"))
@@ -40,44 +42,43 @@ class FiguresCollector(Collector):
             return CounterMetricFamily(f"swimmy_{name}", doc, value=float(value or 0))
 
         yield gauge("up", "1 while the daemon serves; see swimmy_degraded", 1)
-        yield gauge("degraded", "1 when the daemon knows something is wrong", f["status"] == "DEGRADED")
-        yield gauge("uptime_seconds", "seconds since start", f["uptime_sec"])
-        yield gauge("resident_memory_bytes", "RSS of the daemon process", f["rss_bytes"])
-        yield gauge("loop_lag_seconds", "the event loop's last measured lag", f["loop_lag_ms"] / 1000)
-        yield counter("telemetry_events_written", "JSONL lines written", t["written"])
-        yield counter("telemetry_events_dropped", "events dropped (queue full or after close)", t["dropped"])
-        yield counter("telemetry_failed_writes", "failed write attempts", t["failed_writes"])
-        yield counter("telemetry_rotations", "file rotations", t["rotations"])
-        yield gauge("telemetry_queue_depth", "events waiting for the writer", t["queue_depth"])
-        yield gauge("telemetry_failing", "1 while telemetry writes fail", t["failing"])
-        if "heartbeats" in f:
-            h = f["heartbeats"]
-            yield counter("heartbeats_sent", "heartbeats published", h["sent"])
-            rtt = h["last_rtt_ms"]
+        yield gauge("degraded", "1 when the daemon knows something is wrong", f.status == "DEGRADED")
+        yield gauge("uptime_seconds", "seconds since start", f.uptime_sec)
+        yield gauge("resident_memory_bytes", "RSS of the daemon process", f.rss_bytes)
+        yield gauge("loop_lag_seconds", "the event loop's last measured lag", f.loop_lag_ms / 1000)
+        yield counter("telemetry_events_written", "JSONL lines written", t.written)
+        yield counter("telemetry_events_dropped", "events dropped (queue full or after close)", t.dropped)
+        yield counter("telemetry_failed_writes", "failed write attempts", t.failed_writes)
+        yield counter("telemetry_rotations", "file rotations", t.rotations)
+        yield gauge("telemetry_queue_depth", "events waiting for the writer", t.queue_depth)
+        yield gauge("telemetry_failing", "1 while telemetry writes fail", t.failing)
+        if f.heartbeats is not None:
+            h = f.heartbeats
+            yield counter("heartbeats_sent", "heartbeats published", h.sent)
             yield gauge("heartbeat_rtt_seconds", "round trip of the last acked heartbeat",
-                        rtt / 1000 if rtt is not None else None)
-        if "peers" in f:
+                        h.last_rtt_ms / 1000 if h.last_rtt_ms is not None else None)
+        if f.peers is not None:
             ages = GaugeMetricFamily("swimmy_peer_last_seen_seconds", "seconds since each peer was heard",
                                      labels=["source"])
-            for source, age in f["peers"]["last_seen_age_sec"].items():
+            for source, age in f.peers.last_seen_age_sec.items():
                 ages.add_metric([source], age)
             yield ages
-            yield gauge("peers_silent", "peers declared silent", len(f["peers"]["silent"]))
+            yield gauge("peers_silent", "peers declared silent", len(f.peers.silent))
             yield counter("peers_evicted", "unknown heartbeat sources evicted from the full peer table",
-                          f["peers"].get("evicted", 0))
-        if "strategies" in f:
+                          f.peers.evicted)
+        if f.strategies is not None:
             ranks = GaugeMetricFamily("swimmy_strategies", "strategies by rank", labels=["rank"])
-            for rank, n in f["strategies"].items():
+            for rank, n in f.strategies.items():
                 ranks.add_metric([rank], n)
             yield ranks
-        if "oos" in f:
-            yield gauge("oos_pending", "OOS requests in flight", f["oos"]["pending"])
-            yield gauge("oos_errors", "OOS queue rows in error", f["oos"]["errors"])
-            yield gauge("oos_oldest_age_seconds", "age of the oldest OOS request in flight", f["oos"]["oldest_age_sec"])
-        if "wfv" in f:
-            yield gauge("wfv_pending", "WFV runs pending", f["wfv"]["pending"])
-            yield gauge("wfv_oldest_age_seconds", "age of the oldest pending WFV run", f["wfv"]["oldest_age_sec"])
-        if "universes" in f:
+        if f.oos is not None:
+            yield gauge("oos_pending", "OOS requests in flight", f.oos.pending)
+            yield gauge("oos_errors", "OOS queue rows in error", f.oos.errors)
+            yield gauge("oos_oldest_age_seconds", "age of the oldest OOS request in flight", f.oos.oldest_age_sec)
+        if f.wfv is not None:
+            yield gauge("wfv_pending", "WFV runs pending", f.wfv.pending)
+            yield gauge("wfv_oldest_age_seconds", "age of the oldest pending WFV run", f.wfv.oldest_age_sec)
+        if f.universes is not None:
             families = {
                 "trials": GaugeMetricFamily("swimmy_trials", "distinct rule sets tried per universe (the ledger's N)",
                                             labels=["universe"]),
@@ -88,37 +89,36 @@ class FiguresCollector(Collector):
                 "pbo": GaugeMetricFamily("swimmy_pbo", "probability of backtest overfitting (last CSCV audit)",
                                          labels=["universe"]),
             }
-            for universe, u in f["universes"].items():
+            for universe, u in f.universes.items():
                 for key, family in families.items():
-                    if u.get(key) is not None:
-                        family.add_metric([universe], u[key])
+                    value = getattr(u, key)
+                    if value is not None:
+                        family.add_metric([universe], value)
             yield from families.values()
-        if "backtests" in f:
-            b = f["backtests"]
-            yield gauge("backtests_queued", "backtest requests waiting for a worker's credit", b.get("queued"))
-            yield counter("backtests_requeued", "requests re-queued after a worker died or had other data",
-                          b.get("requeued"))
-            yield counter("backtests_quarantined", "poison requests given up", b.get("quarantined"))
-            yield gauge("workers_ready", "workers that sent READY and are alive", b.get("workers_ready"))
-            yield gauge("backtests_inflight", "backtest requests awaiting an answer", b["inflight"])
-            yield counter("backtests_completed", "backtest answers received", b["completed"])
-            yield counter("backtests_timeouts", "backtests that timed out twice", b["timeouts"])
-        yield gauge("workers_alive", "embedded worker processes running", f["workers"]["alive"])
-        yield gauge("workers_configured", "embedded workers configured", f["workers"]["configured"])
-        if "discord" in f:
-            d = f["discord"]
-            yield counter("discord_delivered", "notifications Discord answered 2xx", d["delivered"])
-            yield counter("discord_failed", "notifications given up", d["failed"])
-            yield gauge("discord_queued", "notifications waiting", d["queued"])
-            yield counter("discord_dropped", "notifications dropped: the queue was full", d["dropped"])
-            yield counter("discord_coalesced", "alerts merged into a waiting alert of their kind",
-                          d.get("coalesced", 0))
+        if f.backtests is not None:
+            b = f.backtests
+            yield gauge("backtests_queued", "backtest requests waiting for a worker's credit", b.queued)
+            yield counter("backtests_requeued", "requests re-queued after a worker died or had other data", b.requeued)
+            yield counter("backtests_quarantined", "poison requests given up", b.quarantined)
+            yield gauge("workers_ready", "workers that sent READY and are alive", b.workers_ready)
+            yield gauge("backtests_inflight", "backtest requests awaiting an answer", b.inflight)
+            yield counter("backtests_completed", "backtest answers received", b.completed)
+            yield counter("backtests_timeouts", "backtests that timed out twice", b.timeouts)
+        yield gauge("workers_alive", "embedded worker processes running", f.workers.alive)
+        yield gauge("workers_configured", "embedded workers configured", f.workers.configured)
+        if f.discord is not None:
+            d = f.discord
+            yield counter("discord_delivered", "notifications Discord answered 2xx", d.delivered)
+            yield counter("discord_failed", "notifications given up", d.failed)
+            yield gauge("discord_queued", "notifications waiting", d.queued)
+            yield counter("discord_dropped", "notifications dropped: the queue was full", d.dropped)
+            yield counter("discord_coalesced", "alerts merged into a waiting alert of their kind", d.coalesced)
 
 
 class MetricsServer:
     """An aiohttp server in the daemon's loop; start() binds, close() stops (idempotent)."""
 
-    def __init__(self, listen: str, figures: Callable[[], dict[str, Any]],
+    def __init__(self, listen: str, figures: Callable[[], Figures],
                  stale: Callable[[], dict[str, float]], degraded: Callable[[], list[str]] = list) -> None:
         host, _, port = listen.rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ import orjson
 import structlog
 
 from swimmy.clock import Clock
+from swimmy.figures import Figures
 from swimmy.files import atomic_write
 from swimmy.telemetry.envelope import SCHEMA_VERSION, TimestampFormatter
 from swimmy.telemetry.queue import Emit
@@ -24,21 +26,22 @@ STATUS_KEYS = ("status", "reasons", "run_id", "pid", "version", "config_hash", "
 
 
 def split_snapshots(
-    figures: dict[str, Any], timestamp: str, interval_sec: float
+    figures: Figures, timestamp: str, interval_sec: float
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """(metrics.json, status.json) bodies: every figure, and the health an operator checks first."""
     head = {"schema_version": SCHEMA_VERSION, "timestamp": timestamp}
-    metrics = {**head, **figures}
-    status = {**head, **{k: figures.get(k) for k in STATUS_KEYS}, "interval_sec": interval_sec,
-              "telemetry_failing": figures["telemetry"]["failing"],
-              "silent_peers": figures.get("peers", {}).get("silent", [])}
+    every = figures.as_json()
+    metrics = {**head, **every}
+    status = {**head, **{k: every.get(k) for k in STATUS_KEYS}, "interval_sec": interval_sec,
+              "telemetry_failing": figures.telemetry.failing,
+              "silent_peers": list(figures.peers.silent) if figures.peers is not None else []}
     return metrics, status
 
 
 class SnapshotWriter:
     """Writes metrics.json and status.json atomically every `interval_sec`, then says so in the stream."""
 
-    def __init__(self, directory: Path, interval_sec: float, figures: Callable[[], dict[str, Any]], emit: Emit,
+    def __init__(self, directory: Path, interval_sec: float, figures: Callable[[], Figures], emit: Emit,
                  clock: Clock, *, on_progress: Callable[[], None] | None = None) -> None:
         self.directory = Path(directory)
         self.interval_sec = interval_sec
@@ -51,8 +54,9 @@ class SnapshotWriter:
         self.errors = 0
 
     async def write_once(self, **override: Any) -> None:
-        """One pair of snapshots (the file I/O in a thread: fsync must not stall the loop)."""
-        figures = {**self._figures(), **override}
+        """One pair of snapshots (the file I/O in a thread: fsync must not stall the loop); `override` replaces
+        figures by name (the last pair: status="STOPPED", stop_reason=...)."""
+        figures = replace(self._figures(), **override)
         metrics, status = split_snapshots(figures, self._stamp(self._clock.time()), self.interval_sec)
         for name, body, event, service in (("metrics.json", metrics, "metrics.snapshot", "school"),
                                            ("status.json", status, "status.snapshot", "shell")):
@@ -65,8 +69,8 @@ class SnapshotWriter:
                 log.warning("snapshot not written", path=str(path), error=f"{exc.strerror or exc}")
                 continue
             self.written += 1
-            key = {"status": figures["status"], "queue_depth": figures["telemetry"]["queue_depth"],
-                   "strategies": figures.get("strategies"), "uptime_sec": figures["uptime_sec"]}
+            key = {"status": figures.status, "queue_depth": figures.telemetry.queue_depth,
+                   "strategies": figures.strategies, "uptime_sec": figures.uptime_sec}
             self._emit(event, service=service, correlation_id=str(uuid.uuid4()),
                        data={"path": str(path), "bytes": len(blob), **key})
 
