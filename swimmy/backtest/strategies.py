@@ -8,7 +8,7 @@ import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Final, Literal, NamedTuple, Protocol
 
 from swimmy.config import default_pip
 from swimmy.errors import BacktestError
@@ -39,6 +39,28 @@ BARS_PER_YEAR: dict[str, int] = {
 }
 
 # The symbol names a data file (SYMBOL_TIMEFRAME.csv), so nothing that could leave the data directory.
+class ParamRange(NamedTuple):
+    """The grid a param is drawn from: `low`, `low + step`, ... up to `high`."""
+
+    low: float
+    high: float
+    kind: Literal["int", "float"]
+    step: float = 1
+
+
+# Sensible for H1 FX; every draw lies on the grid, so mutants and random specs collide on purpose
+# (a duplicate is rejected by hash) rather than differing by a meaningless 1e-9.
+PARAM_SPACE: Final[dict[str, dict[str, ParamRange]]] = {
+    "sma_cross": {"fast": ParamRange(3, 50, "int"), "slow": ParamRange(10, 200, "int")},
+    "ema_cross": {"fast": ParamRange(3, 50, "int"), "slow": ParamRange(10, 200, "int")},
+    "rsi_reversion": {
+        "period": ParamRange(5, 30, "int"),
+        "lower": ParamRange(15, 40, "int"),
+        "upper": ParamRange(60, 85, "int"),
+    },
+    "bollinger_breakout": {"period": ParamRange(10, 50, "int"), "k": ParamRange(1.0, 3.0, "float", 0.25)},
+    "donchian_breakout": {"period": ParamRange(10, 100, "int")},
+}
 _SYMBOL = re.compile(r"[A-Za-z0-9][A-Za-z0-9._]{0,31}")
 _WIRE_REQUIRED = ("family", "params", "symbol", "timeframe")
 _WIRE_OPTIONAL = ("name", "sl_pips", "tp_pips")

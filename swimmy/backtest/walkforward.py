@@ -27,9 +27,8 @@ import numpy.typing as npt
 
 from swimmy.backtest.engine import Bars, Costs, simulate
 from swimmy.backtest.metrics import compute_metrics, probabilistic_sharpe_ratio
-from swimmy.backtest.strategies import CROSS_FAMILIES, FAMILIES, PERIOD_PARAMS, StrategySpec
+from swimmy.backtest.strategies import CROSS_FAMILIES, FAMILIES, PARAM_SPACE, PERIOD_PARAMS, ParamRange, StrategySpec
 from swimmy.errors import BacktestError, DataError
-from swimmy.school.breeding import PARAM_SPACE, ParamRange
 
 FloatArray = npt.NDArray[np.float64]
 Mode = Literal["rolling", "anchored"]
@@ -168,7 +167,7 @@ def neighbourhood(family: str, params: Mapping[str, float]) -> list[dict[str, fl
     | `k` (bollinger_breakout) | k - 0.25, k, k + 0.25 |
     | `lower`, `upper` (rsi_reversion) | level - 5, level, level + 5 |
 
-    A neighbour outside the family's PARAM_SPACE range (swimmy.school.breeding) is clamped to the
+    A neighbour outside the family's PARAM_SPACE range (swimmy.backtest.strategies) is clamped to the
     range's end; the grid is every combination of these values, without duplicates, keeping only the
     valid ones (fast < slow in the cross families, lower < upper in rsi_reversion). The current params
     are always the first point, as given, even when they lie outside PARAM_SPACE (a hand-written

@@ -10,37 +10,23 @@ from __future__ import annotations
 import random
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Literal, NamedTuple
+from typing import TYPE_CHECKING, Final
 
-from swimmy.backtest.strategies import CROSS_FAMILIES, FAMILIES, StrategySpec, spec_of, validate
+from swimmy.backtest.strategies import (  # PARAM_SPACE: what breeding draws from, defined with the families
+    CROSS_FAMILIES,
+    FAMILIES,
+    PARAM_SPACE,
+    ParamRange,
+    StrategySpec,
+    spec_of,
+    validate,
+)
 from swimmy.school.ranks import worst_first_key
 
 if TYPE_CHECKING:  # the store imports sqlite3, which decision code must not load
     from swimmy.store import StrategyRow
 
 
-class ParamRange(NamedTuple):
-    """The grid a param is drawn from: `low`, `low + step`, ... up to `high`."""
-
-    low: float
-    high: float
-    kind: Literal["int", "float"]
-    step: float = 1
-
-
-# Sensible for H1 FX; every draw lies on the grid, so mutants and random specs collide on purpose
-# (a duplicate is rejected by hash) rather than differing by a meaningless 1e-9.
-PARAM_SPACE: Final[dict[str, dict[str, ParamRange]]] = {
-    "sma_cross": {"fast": ParamRange(3, 50, "int"), "slow": ParamRange(10, 200, "int")},
-    "ema_cross": {"fast": ParamRange(3, 50, "int"), "slow": ParamRange(10, 200, "int")},
-    "rsi_reversion": {
-        "period": ParamRange(5, 30, "int"),
-        "lower": ParamRange(15, 40, "int"),
-        "upper": ParamRange(60, 85, "int"),
-    },
-    "bollinger_breakout": {"period": ParamRange(10, 50, "int"), "k": ParamRange(1.0, 3.0, "float", 0.25)},
-    "donchian_breakout": {"period": ParamRange(10, 100, "int")},
-}
 # Stop-loss / take-profit choices in pips; 0 = none.
 STOP_PIPS: Final = (0.0, 20.0, 30.0, 50.0, 80.0)
 _STOPS: Final = ("sl_pips", "tp_pips")
