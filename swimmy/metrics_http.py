@@ -134,10 +134,10 @@ class MetricsServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self.port, shutdown_timeout=0.5).start()
+            await web.TCPSite(runner, self.host, self.port).start()
         except OSError:
             await runner.cleanup()
             raise
