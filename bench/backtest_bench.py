@@ -25,7 +25,7 @@ Cases, all in one run:
   full path      `python -m swimmy run` with [workers] embedded = 2 on the shipped sample (data/eurusd-h1-2017);
                  the school idle (breed_per_cycle = 0: nothing else to backtest); once both workers ack a
                  heartbeat, --submits manual sma_cross backtests with varied params go
-                 through the control channel (`backtest.submit` via swimmy.control.request), first one after
+                 through the control channel (`backtest.submit` via swimmy.daemon.control.request), first one after
                  another as fast as the replies come back, then a second batch with --inflight submits in flight
                  (the client's side is then no longer the limit); throughput = submits / (last `backtest.completed`
                  timestamp in the telemetry file - the first submit). Also the workers' own elapsed_ms per backtest.
@@ -70,7 +70,7 @@ from helpers import write_config  # type: ignore[import-not-found]  # noqa: E402
 from swimmy.backtest.engine import Bars, Costs, _cross_state, run_backtest, sma  # noqa: E402
 from swimmy.backtest.strategies import FAMILIES, StrategySpec, pip_size  # noqa: E402
 from swimmy.config import load_config  # noqa: E402
-from swimmy.control import request  # noqa: E402
+from swimmy.daemon.control import request  # noqa: E402
 from swimmy.wire.zmq import Wire  # noqa: E402
 
 TARGETS = {"sma_ms": 10.0, "speedup": 30.0, "sma_sltp_ms": 50.0}

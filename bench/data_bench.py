@@ -83,7 +83,7 @@ def main() -> None:
     import pandas as pd
 
     from swimmy.backtest.formats import read_source
-    from swimmy.datatools import convert
+    from swimmy.cli.datatools import convert
 
     with tempfile.TemporaryDirectory() as tmp:
         src = Path(tmp) / "EURUSD1.csv"

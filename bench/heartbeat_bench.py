@@ -66,7 +66,7 @@ sys.path.insert(0, str(REPO / "tests"))
 from helpers import write_config  # type: ignore[import-not-found]  # noqa: E402  (tests/helpers.py)
 
 from swimmy.config import load_config  # noqa: E402
-from swimmy.control import ControlUnavailableError, request  # noqa: E402
+from swimmy.daemon.control import ControlUnavailableError, request  # noqa: E402
 from swimmy.wire.security import uses_curve  # noqa: E402
 from swimmy.wire.zmq import Wire  # noqa: E402
 

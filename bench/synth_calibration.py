@@ -1,9 +1,9 @@
-"""Calibration of swimmy.synth: the best annualised Sharpe that simple rules reach on its synthetic universes.
+"""Calibration of swimmy.backtest.synth: the best annualised Sharpe that simple rules reach on its synthetic universes.
 
 Run:  .venv/bin/python bench/synth_calibration.py [--bars N] [--seeds N] [--strength X] [--half-life H]
 
 For each seed: a planted trend (Gaussian noise, and GARCH-t noise as information) and two random walks
-(Gaussian, GARCH-t), H1, --bars bars (30,000), all other parameters at swimmy.synth's defaults. On each, every
+(Gaussian, GARCH-t), H1, --bars bars (30,000), all other parameters at swimmy.backtest.synth's defaults. On each, every
 rule of a small grid runs through the repo's own engine (`swimmy.backtest.engine.run_backtest`, costs spread 0.8 +
 slippage 0.2 pips, pip 0.0001, the config's defaults) and the best annualised Sharpe per family is printed:
 
@@ -12,10 +12,10 @@ slippage 0.2 pips, pip 0.0001, the config's defaults) and the best annualised Sh
   bollinger_breakout      period in {50, 100, 200} x k in {1.5, 2.0, 2.5}
   rsi_reversion           period in {7, 14} x (lower, upper) in {(20, 80), (30, 70)}
 
-The header gives the planted trend's variance ratios (swimmy.synth.variance_ratio: how much more a week, a
+The header gives the planted trend's variance ratios (swimmy.backtest.synth.variance_ratio: how much more a week, a
 month, a year moves than the bar volatility says; 1 for a random walk). The last lines give the mean and range
 over the seeds. The module docstring of
-swimmy.synth quotes this report's sma_cross columns for seeds 0-4. A report, not a test: exit 0.
+swimmy.backtest.synth quotes this report's sma_cross columns for seeds 0-4. A report, not a test: exit 0.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from swimmy import synth
+from swimmy.backtest import synth
 from swimmy.backtest.engine import Bars, Costs, run_backtest
 from swimmy.backtest.strategies import BARS_PER_YEAR, StrategySpec
 

@@ -1,10 +1,10 @@
 """The school on data it has never seen, in the real daemon (issue 11, point 8; SPEC §5).
 
 Per data set, one `python -m swimmy run --config CFG --exit-after SECONDS` with its embedded workers
-(workers.embedded = 2) on ONE generated universe, SYNTH_X H1 (30,000 bars, swimmy/synth.py), with the
+(workers.embedded = 2) on ONE generated universe, SYNTH_X H1 (30,000 bars, swimmy/backtest/synth.py), with the
 embedded default's [school] / [oos] / [wfv] / [ranks] / [workers] / [backtest] settings read from
 config/dev.toml (only the universe, the paths, free ports and the audit interval differ). The figures
-come from the run's telemetry, the same events swimmy/validity.py counts in-process:
+come from the run's telemetry, the same events swimmy/school/validity.py counts in-process:
 
   evaluated     the ledger's trials N (and n_eff) as last told: by the last `school.progress`, or by a later
                 `strategy.ranked` / `school.audit` (they carry N too; progress comes every 10 s)
@@ -52,7 +52,7 @@ sys.path.insert(0, str(REPO / "tests"))
 
 from helpers import read_all_events, write_config  # type: ignore[import-not-found]  # noqa: E402  (tests/helpers.py)
 
-from swimmy.synth import PLANTED_TREND_STRENGTH, generate  # noqa: E402
+from swimmy.backtest.synth import PLANTED_TREND_STRENGTH, generate  # noqa: E402
 
 SYMBOL = "SYNTH_X"
 TIMEFRAME = "H1"
@@ -69,7 +69,7 @@ DISCORD_ENV = ("SWIMMY_DISCORD_HEARTBEAT", "SWIMMY_DISCORD_ALERTS")
 @dataclass(frozen=True)
 class DataSet:
     label: str  # the table's name for it
-    kind: str  # swimmy.synth kind
+    kind: str  # swimmy.backtest.synth kind
     noise: str
 
     @property
@@ -210,7 +210,7 @@ def run_one(data: DataSet, seed: int, seconds: float, dev_toml: Path, keep: bool
 
 
 def count(result: Result, events: list[dict[str, Any]]) -> None:
-    """The figures of one run, from its telemetry (the events swimmy/validity.py counts)."""
+    """The figures of one run, from its telemetry (the events swimmy/school/validity.py counts)."""
     last_progress_trials: int | None = None
     t0: float | None = None
     for event in events:

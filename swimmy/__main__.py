@@ -2,6 +2,6 @@
 
 import sys
 
-from swimmy.cli import main
+from swimmy.cli.main import main
 
 sys.exit(main())

@@ -46,7 +46,7 @@ def _check_endpoint(value: str) -> str | None:
     return None
 
 
-# The notification kinds `discord.mute` may name (swimmy/alerts.py makes them; `heartbeat` is the summary).
+# The notification kinds `discord.mute` may name (swimmy/notify/alerts.py makes them; `heartbeat` is the summary).
 DISCORD_KINDS = ("heartbeat", "peer.silent", "peer.recovered", "wfv.timeout", "worker.exited", "telemetry.failing",
                  "telemetry.recovered", "strategy.promoted", "daemon.started", "daemon.stopping")
 
@@ -259,7 +259,7 @@ class RanksConfig:
 
 @dataclass(frozen=True)
 class SyntheticUniverse:
-    """[synthetic.SYMBOL]: a generated universe (swimmy/synth.py), plainly named as synthetic."""
+    """[synthetic.SYMBOL]: a generated universe (swimmy/backtest/synth.py), plainly named as synthetic."""
 
     kind: Literal["random_walk", "planted_trend"] = "random_walk"
     seed: int = _opt(0, ge=0)

@@ -38,7 +38,7 @@ def _toml_value(value: Any) -> str:
 
 
 TREND_UNIVERSE = {
-    # A generated universe with a planted trend (swimmy/synth.py, the seed of config/dev.toml): the school finds
+    # A generated universe with a planted trend (backtest/synth.py, the seed of config/dev.toml): the school finds
     # and confirms an edge there within seconds, so OOS and walk-forward verdicts appear (EURUSD's year can't).
     "school": {"symbols": ["SYNTH_TREND"], "synthetic_dir": "var/data", "breed": True},
     "synthetic": {"SYNTH_TREND": {"kind": "planted_trend", "seed": 73, "bars": 30_000}},

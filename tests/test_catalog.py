@@ -116,7 +116,7 @@ class TestListAndBacktest:
         assert "(0 strategies)" in run_cli("strategies", "list", "--config", str(config), "--rank", "A").stdout
 
     def test_list_shows_the_dsr_and_the_verdicts(self) -> None:
-        from swimmy.catalog import render_table
+        from swimmy.school.catalog import render_table
         from swimmy.store import StrategyRow
 
         row = StrategyRow(name="sma_cross-EURUSD-H1-0000abcd", rules_hash="h", family="sma_cross",

@@ -10,10 +10,11 @@ from typing import Any
 import pytest
 from helpers import write_config
 
-from swimmy import __version__, datatools
-from swimmy.cli import main
+from swimmy import __version__
+from swimmy.cli import datatools
+from swimmy.cli.main import main
 from swimmy.config import ZmqConfig, load_config
-from swimmy.control import CommandError, ControlServer
+from swimmy.daemon.control import CommandError, ControlServer
 from swimmy.testing import CapturingEmitter
 from swimmy.wire.zmq import ROUTER, Wire
 

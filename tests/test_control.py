@@ -12,9 +12,9 @@ import orjson
 import pytest
 from helpers import free_port
 
-from swimmy import control
 from swimmy.config import ZmqConfig
-from swimmy.control import CommandError, ControlServer, ControlUnavailableError, request
+from swimmy.daemon import control
+from swimmy.daemon.control import CommandError, ControlServer, ControlUnavailableError, request
 from swimmy.errors import DataError, UsageError
 from swimmy.testing import CapturingEmitter
 from swimmy.wire.zmq import DEALER, ROUTER, Wire

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from swimmy.dispatcher import Dispatcher, RejectionCoalescer, heartbeat_handler
 from swimmy.testing import CapturingEmitter, FakeClock
+from swimmy.wire.dispatcher import Dispatcher, RejectionCoalescer, heartbeat_handler
 from swimmy.wire.messages import Message, Rejected
 
 json_values = st.recursive(

@@ -1,4 +1,4 @@
-"""The typed figures (swimmy/figures.py): one object read by the snapshots, /metrics and Discord."""
+"""The typed figures (swimmy/ops/figures.py): one object read by the snapshots, /metrics and Discord."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from dataclasses import replace
 
 import orjson
 
-from swimmy.figures import (
+from swimmy.ops.figures import (
     DiscordFigures,
     Figures,
     OosFigures,
@@ -17,7 +17,7 @@ from swimmy.figures import (
     WorkerFigures,
     summary_lines,
 )
-from swimmy.snapshots import split_snapshots
+from swimmy.ops.snapshots import split_snapshots
 
 TELEMETRY = TelemetryFigures(written=120, dropped=3, failed_writes=1, queue_depth=4, rotations=0, failing=False,
                              fsync_errors=0, truncated=0)

@@ -7,7 +7,7 @@ import asyncio
 import orjson
 import pytest
 
-from swimmy.heartbeat import HeartbeatPublisher, heartbeat_due
+from swimmy.peers.heartbeat import HeartbeatPublisher, heartbeat_due
 from swimmy.testing import CapturingEmitter, FakeClock
 
 

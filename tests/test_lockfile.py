@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from swimmy.daemon.lockfile import LockFile
 from swimmy.errors import LockHeldError
-from swimmy.lockfile import LockFile
 
 HOLD = """
 import sys
 from pathlib import Path
-from swimmy.lockfile import LockFile
+from swimmy.daemon.lockfile import LockFile
 LockFile(Path(sys.argv[1]), "database").acquire()
 print("locked", flush=True)
 sys.stdin.read()

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from swimmy.loopwatch import LoopWatch, dump_tasks
+from swimmy.daemon.loopwatch import LoopWatch, dump_tasks
 from swimmy.testing import CapturingEmitter
 
 

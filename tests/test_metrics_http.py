@@ -15,7 +15,7 @@ import pytest
 from helpers import free_port
 from prometheus_client.parser import text_string_to_metric_families
 
-from swimmy.figures import (
+from swimmy.ops.figures import (
     BacktestFigures,
     DiscordFigures,
     Figures,
@@ -27,7 +27,7 @@ from swimmy.figures import (
     WfvFigures,
     WorkerFigures,
 )
-from swimmy.metrics_http import MetricsServer
+from swimmy.ops.metrics_http import MetricsServer
 
 TELEMETRY = TelemetryFigures(written=10, dropped=2, failed_writes=1, queue_depth=4, rotations=0, failing=False,
                              fsync_errors=0, truncated=0)

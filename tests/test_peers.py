@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from swimmy.peers import PeerMonitor, PeerTable, Transition
+from swimmy.peers.monitor import PeerMonitor, PeerTable, Transition
 from swimmy.testing import CapturingEmitter, FakeClock
 
 

@@ -61,7 +61,7 @@ class TestTheirUsers:
     """The CLI's words for a bad time stay as they were."""
 
     def test_tail_since(self) -> None:
-        from swimmy.tail import parse_since
+        from swimmy.cli.tail import parse_since
 
         assert parse_since("2026-11-26T18:35:20Z", now=0.0) == datetime(2026, 11, 26, 18, 35, 20,
                                                                          tzinfo=UTC).timestamp()
@@ -71,7 +71,7 @@ class TestTheirUsers:
             parse_since("soon", now=0.0)
 
     def test_backtest_from_to(self) -> None:
-        from swimmy.backtest.offline import parse_date
+        from swimmy.cli.backtest import parse_date
         from swimmy.errors import UsageError
 
         assert parse_date("2017-01-02", "--from") == 1483315200

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
-from swimmy.alerts import alert_for
+from swimmy.cli.status import problems
 from swimmy.config import DISCORD_KINDS
-from swimmy.status import problems
+from swimmy.notify.alerts import alert_for
 
 NOW = 1_800_000_000.0
 FRESH = "2027-01-15T08:00:00.000Z"  # == NOW

@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 
-from swimmy import workers
+from swimmy.backtest import supervisor as workers
+from swimmy.backtest.supervisor import PARENT_PID_ENV, WorkerSupervisor
 from swimmy.testing import CapturingEmitter, FakeClock
-from swimmy.workers import PARENT_PID_ENV, WorkerSupervisor
 
 
 class FakeProcess:

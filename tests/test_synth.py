@@ -1,4 +1,4 @@
-"""swimmy.synth: synthetic universes whose answer is known (a random walk: no edge; a planted trend: slow trend).
+"""backtest/synth.py: synthetic universes whose answer is known (a random walk: no edge; a planted trend: slow trend).
 
 Fixed seeds throughout; the thresholds sit several standard errors away from what the generators give, so a
 test fails when a generator breaks, not by bad luck. The Sharpe tests run the repo's own engine with the
@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from swimmy import synth
+from swimmy.backtest import synth
 from swimmy.backtest.data import data_path, load_bars, read_csv
 from swimmy.backtest.engine import Bars, Costs, run_backtest
 from swimmy.backtest.strategies import BARS_PER_YEAR, StrategySpec

@@ -14,7 +14,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from swimmy import synth
+from swimmy.backtest import synth
 from swimmy.backtest.data import data_hash, data_path, read_csv, universe_dir
 from swimmy.backtest.engine import Costs, run_backtest
 from swimmy.backtest.strategies import StrategySpec

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from swimmy.systemd import NOTIFY_ENV_KEYS, STATUS_MAX_CHARS, Notifier, child_env, watchdog_due
+from swimmy.ops.systemd import NOTIFY_ENV_KEYS, STATUS_MAX_CHARS, Notifier, child_env, watchdog_due
 
 MakeNotifier = Callable[..., Notifier]
 

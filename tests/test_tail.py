@@ -11,7 +11,7 @@ from typing import Any
 import orjson
 import pytest
 
-from swimmy.tail import TailFilter, format_event, parse_since, run_tail
+from swimmy.cli.tail import TailFilter, format_event, parse_since, run_tail
 
 T0 = datetime(2026, 11, 26, 18, 35, 20, 123000, tzinfo=UTC).timestamp()
 

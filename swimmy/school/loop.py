@@ -25,11 +25,11 @@ from swimmy.backtest.client import BacktestClient, Outcome
 from swimmy.backtest.data import data_hash, data_path, load_bars, universe_dir, universe_name
 from swimmy.backtest.metrics import SKETCH_BLOCKS
 from swimmy.backtest.strategies import BARS_PER_YEAR, spec_of
-from swimmy.catalog import row_for
 from swimmy.clock import Clock
 from swimmy.config import Config
 from swimmy.errors import DataError, StoreError
 from swimmy.school.breeding import breed, to_retire
+from swimmy.school.catalog import row_for
 from swimmy.school.ledger import Ledger, blob_sketch, sketch_blob
 from swimmy.school.oos import OosRequester
 from swimmy.school.ranks import decide_rank, worst_first_key

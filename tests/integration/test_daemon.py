@@ -12,7 +12,7 @@ import pytest
 from helpers import read_all_events, read_events, run_cli, wait_until, write_config
 
 from swimmy.config import load_config
-from swimmy.control import request
+from swimmy.daemon.control import request
 from swimmy.wire.zmq import Wire
 
 pytestmark = pytest.mark.slow

@@ -27,7 +27,7 @@ from swimmy.backtest.data import load_bars
 from swimmy.backtest.engine import Costs, run_backtest
 from swimmy.backtest.strategies import StrategySpec, pip_size
 from swimmy.config import load_config
-from swimmy.control import request
+from swimmy.daemon.control import request
 from swimmy.store import Store
 from swimmy.wire.zmq import Wire
 

@@ -14,9 +14,9 @@ import zmq
 import zmq.asyncio
 from helpers import read_events, run_cli, wait_until, write_config
 
+from swimmy.cli.peer import Peer
 from swimmy.config import Config, load_config
-from swimmy.control import request
-from swimmy.peer import Peer
+from swimmy.daemon.control import request
 from swimmy.wire.messages import ack_body, encode
 from swimmy.wire.zmq import Wire, try_send
 

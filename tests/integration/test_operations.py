@@ -21,7 +21,7 @@ from helpers import REPO, free_port, read_events, run_cli, wait_until, write_con
 from prometheus_client.parser import text_string_to_metric_families
 
 from swimmy.config import load_config
-from swimmy.control import request
+from swimmy.daemon.control import request
 from swimmy.wire.zmq import Wire
 
 pytestmark = pytest.mark.slow

@@ -23,10 +23,10 @@ from pathlib import Path
 
 import pytest
 
+from swimmy.backtest.supervisor import STOP_WAIT_SEC
 from swimmy.config import load_config
-from swimmy.daemon import GRACE_SEC, SUPERVISE_TICK_SEC
-from swimmy.health import STALE_AFTER_SEC
-from swimmy.workers import STOP_WAIT_SEC
+from swimmy.daemon.health import STALE_AFTER_SEC
+from swimmy.daemon.lifecycle import GRACE_SEC, SUPERVISE_TICK_SEC
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "systemd"

@@ -23,7 +23,7 @@ from typing import Any
 import orjson
 import pytest
 
-from swimmy.tail import TailFilter, format_event, run_tail
+from swimmy.cli.tail import TailFilter, format_event, run_tail
 
 POLL_SEC = 0.005
 DEADLINE_SEC = 10.0
@@ -381,7 +381,7 @@ class TestInterrupt:
         # background job (`pytest &`) starts with it ignored: restore what a terminal would give.
         code = (
             "import signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
-            "import sys; from pathlib import Path; from swimmy.tail import TailFilter, run_tail; "
+            "import sys; from pathlib import Path; from swimmy.cli.tail import TailFilter, run_tail; "
             f"sys.exit(run_tail(Path({str(writer.path)!r}), TailFilter(), follow=True, as_json=True,"
             " poll_interval_sec=0.01))"
         )

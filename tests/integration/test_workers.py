@@ -15,7 +15,7 @@ import zmq
 from helpers import read_events, wait_until, write_config
 
 from swimmy.config import load_config
-from swimmy.control import request
+from swimmy.daemon.control import request
 from swimmy.wire.zmq import Wire
 
 pytestmark = pytest.mark.slow

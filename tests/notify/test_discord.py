@@ -587,7 +587,7 @@ class TestQueue:
 
 
 def peer_silent(name: str) -> Notification:
-    """A peer.silent alert as swimmy.alerts builds it."""
+    """A peer.silent alert as swimmy.notify.alerts builds it."""
     return Notification("peer.silent", f"Peer silent: {name}", "No heartbeat for 60 s.", "warning", name)
 
 

@@ -1,7 +1,7 @@
 """Proof on data whose answer is known (SPEC §5, issue 11): the real school, in one process, on generated universes.
 
 Random walks (Gaussian, and GARCH(1,1) with Student-t shocks) must promote nothing; a planted trend of the
-pinned strength (swimmy.synth.PLANTED_TREND_STRENGTH: the best slow SMA cross earns an annualised Sharpe of
+pinned strength (swimmy.backtest.synth.PLANTED_TREND_STRENGTH: the best slow SMA cross earns an annualised Sharpe of
 about 3 over 30,000 H1 bars) must be found, confirmed on its holdout and by its walk-forward, by trend
 followers only. Small fixed seeds keep each run well inside a minute; neither a school that promotes
 nothing nor one that promotes everything can pass both halves.
@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from swimmy.validity import TREND_FOLLOWERS, run_school
+from swimmy.school.validity import TREND_FOLLOWERS, run_school
 
 pytestmark = pytest.mark.slow
 

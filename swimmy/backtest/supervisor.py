@@ -18,7 +18,7 @@ from pathlib import Path
 
 from swimmy.backoff import capped_backoff
 from swimmy.clock import Clock
-from swimmy.systemd import child_env
+from swimmy.ops.systemd import child_env
 from swimmy.telemetry.queue import Emit
 
 PARENT_PID_ENV = "SWIMMY_PARENT_PID"

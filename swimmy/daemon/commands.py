@@ -7,10 +7,10 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from swimmy import __version__
-from swimmy.control import Command, CommandError
+from swimmy.daemon.control import Command, CommandError
 
 if TYPE_CHECKING:
-    from swimmy.daemon import Daemon
+    from swimmy.daemon.lifecycle import Daemon
 
 MAX_BLOCK_SEC = 30.0
 # The commands that wait: each runs in its own task (the control server caps how many at once). The
@@ -51,8 +51,8 @@ def build_commands(daemon: Daemon) -> dict[str, Command]:
 
     async def strategies_import(args: dict[str, Any]) -> dict[str, Any]:
         from swimmy.backtest.strategies import StrategySpec, validate
-        from swimmy.catalog import import_specs
         from swimmy.errors import BacktestError
+        from swimmy.school.catalog import import_specs
 
         assert daemon.store is not None
         wires = args.get("strategies")

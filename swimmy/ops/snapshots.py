@@ -13,8 +13,8 @@ import orjson
 import structlog
 
 from swimmy.clock import Clock
-from swimmy.figures import Figures
 from swimmy.files import atomic_write
+from swimmy.ops.figures import Figures
 from swimmy.telemetry.envelope import SCHEMA_VERSION, TimestampFormatter
 from swimmy.telemetry.queue import Emit
 

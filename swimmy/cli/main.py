@@ -148,7 +148,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "worker":
             return _worker(args)
         if args.command == "backtest":
-            from swimmy.backtest.offline import run_offline
+            from swimmy.cli.backtest import run_offline
 
             return run_offline(load_config(args.config), args.name, args.date_from, args.date_to)
         if args.command == "strategies":
@@ -156,7 +156,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "tail":
             return _tail(args)
         if args.command == "status":
-            from swimmy.status import run_status
+            from swimmy.cli.status import run_status
 
             return run_status(load_config(args.config).snapshots.dir, sys.stdout)
         if args.command == "wfv":
@@ -187,13 +187,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.exit_after is not None and args.exit_after <= 0:
         print("swimmy: --exit-after must be > 0", file=sys.stderr)
         return 2
-    from swimmy.preflight import check_paths
+    from swimmy.daemon.preflight import check_paths
 
     check_paths(cfg)
     _ensure_synthetic(cfg)
     import uvloop  # deferred: only the daemon needs it
 
-    from swimmy.daemon import Daemon
+    from swimmy.daemon.lifecycle import Daemon
 
     return uvloop.run(Daemon(cfg, exit_after_sec=args.exit_after).serve())
 
@@ -202,7 +202,7 @@ def _control(config: Path, command: str, command_args: dict[str, object], timeou
     """Send one command to the daemon of this config; print the reply; its exit code is ours."""
     import asyncio
 
-    from swimmy.control import ControlUnavailableError, request
+    from swimmy.daemon.control import ControlUnavailableError, request
     from swimmy.wire.security import uses_curve
     from swimmy.wire.zmq import Wire, load_curve_keys
 
@@ -250,7 +250,7 @@ def _keys_generate(out: Path) -> int:
 def _peer(args: argparse.Namespace) -> int:
     import asyncio
 
-    from swimmy.peer import run_peer
+    from swimmy.cli.peer import run_peer
 
     cfg = load_config(args.config)
     try:
@@ -271,9 +271,9 @@ def untraded(cfg: Config, specs: Sequence[StrategySpec]) -> None:
 
 
 def _strategies(args: argparse.Namespace) -> int:
-    from swimmy.catalog import import_specs, parse_import_file, render_table
+    from swimmy.daemon.lockfile import LockFile
     from swimmy.errors import LockHeldError, StoreError
-    from swimmy.lockfile import LockFile
+    from swimmy.school.catalog import import_specs, parse_import_file, render_table
     from swimmy.store import Store
 
     cfg = load_config(args.config)
@@ -321,7 +321,7 @@ def _ensure_synthetic(cfg: Config) -> None:
     """Generate the config's missing `[synthetic.SYMBOL]` universes (ConfigError, exit 2, when unwritable)."""
     if not cfg.synthetic:
         return
-    from swimmy.synth import ensure_synthetic
+    from swimmy.backtest.synth import ensure_synthetic
 
     for path in ensure_synthetic(cfg):
         print(f"swimmy: generated synthetic universe {path}", file=sys.stderr)
@@ -329,12 +329,12 @@ def _ensure_synthetic(cfg: Config) -> None:
 
 def _data(args: argparse.Namespace) -> int:
     from swimmy.backtest.data import data_hash
+    from swimmy.backtest.synth import generate
     from swimmy.errors import UsageError
-    from swimmy.synth import generate
 
     cfg = load_config(args.config)
     if args.data_command in ("check", "import"):
-        from swimmy.datatools import run_check, run_import
+        from swimmy.cli.datatools import run_check, run_import
 
         if args.data_command == "check":
             return run_check(cfg, sys.stdout)
@@ -374,7 +374,7 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _config_check(args: argparse.Namespace) -> int:
-    from swimmy.preflight import check_paths
+    from swimmy.daemon.preflight import check_paths
     from swimmy.wire.zmq import prepare_security
 
     cfg = load_config(args.config)
@@ -387,7 +387,7 @@ def _config_check(args: argparse.Namespace) -> int:
 
 
 def _tail(args: argparse.Namespace) -> int:
-    from swimmy.tail import TailFilter, parse_since, run_tail
+    from swimmy.cli.tail import TailFilter, parse_since, run_tail
 
     if args.path is not None:
         path = args.path

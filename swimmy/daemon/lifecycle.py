@@ -25,33 +25,33 @@ from typing import Any, TextIO
 import structlog
 
 from swimmy import __version__
-from swimmy.alerts import ALERT_EVENTS, alert_for
 from swimmy.backtest.client import BacktestClient
 from swimmy.backtest.data import universe_name
+from swimmy.backtest.supervisor import WorkerSupervisor
 from swimmy.clock import Clock, SystemClock
-from swimmy.commands import SLOW_COMMANDS, build_commands
 from swimmy.config import Config, instrument_costs, load_config, plan_reload, webhook_urls
-from swimmy.control import ControlServer
-from swimmy.dispatcher import Dispatcher, heartbeat_handler
+from swimmy.daemon.commands import SLOW_COMMANDS, build_commands
+from swimmy.daemon.control import ControlServer
+from swimmy.daemon.health import Progress
+from swimmy.daemon.lockfile import LockFile
+from swimmy.daemon.loopwatch import LoopWatch, dump_tasks
 from swimmy.errors import ConfigError, StoreError
-from swimmy.figures import Figures, collect, summary_lines
-from swimmy.health import Progress
-from swimmy.heartbeat import HeartbeatPublisher
-from swimmy.lockfile import LockFile
-from swimmy.loopwatch import LoopWatch, dump_tasks
-from swimmy.metrics_http import MetricsServer
+from swimmy.notify.alerts import ALERT_EVENTS, alert_for
 from swimmy.notify.discord import DiscordNotifier, heartbeat_notification
-from swimmy.peers import PeerMonitor, PeerTable
+from swimmy.ops.figures import Figures, collect, summary_lines
+from swimmy.ops.metrics_http import MetricsServer
+from swimmy.ops.snapshots import SnapshotWriter
+from swimmy.ops.systemd import Notifier, watchdog_due
+from swimmy.peers.heartbeat import HeartbeatPublisher
+from swimmy.peers.monitor import PeerMonitor, PeerTable
 from swimmy.school.loop import School
-from swimmy.snapshots import SnapshotWriter
 from swimmy.store import Store
-from swimmy.systemd import Notifier, watchdog_due
 from swimmy.telemetry.envelope import Encoder
 from swimmy.telemetry.logbridge import LogBridge, configure_logging, reset_logging
 from swimmy.telemetry.queue import EventQueue
 from swimmy.telemetry.writer import TelemetryWriter
+from swimmy.wire.dispatcher import Dispatcher, heartbeat_handler
 from swimmy.wire.zmq import PUB, PULL, ROUTER, CurveKeys, Wire, ZMQError, prepare_security, router_mandatory, try_send
-from swimmy.workers import WorkerSupervisor
 
 GRACE_SEC = 5.0  # in-flight work gets this long after a stop request; a second signal skips it
 SUPERVISE_TICK_SEC = 1.0

@@ -1,6 +1,6 @@
 """The school on data whose answer is known, in one process: the proof behind the ranks (SPEC §5).
 
-`run_school` generates one synthetic universe (swimmy/synth.py: a random walk, or a walk with a
+`run_school` generates one synthetic universe (swimmy/backtest/synth.py: a random walk, or a walk with a
 planted trend), then runs the real School, OOS requester, walk-forward scheduler, trials ledger and
 broker on it, with every BACKTEST served in this process by the worker's own `serve_request` (the
 sockets are the only thing left out) and a fake clock, until `trials` rule sets have been tried and
@@ -21,11 +21,11 @@ from typing import Any
 
 from swimmy.backtest.client import BacktestClient
 from swimmy.backtest.data import data_hash, universe_name
+from swimmy.backtest.synth import PLANTED_TREND_STRENGTH, generate
 from swimmy.backtest.worker import serve_request
 from swimmy.config import Config, config_from_mapping, instrument_costs
 from swimmy.school.loop import School
 from swimmy.store import Store
-from swimmy.synth import PLANTED_TREND_STRENGTH, generate
 from swimmy.testing import CapturingEmitter, FakeClock
 from swimmy.wire.messages import (
     WORK_VERSION,

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Final
 from swimmy import __version__
 
 if TYPE_CHECKING:
-    from swimmy.daemon import Daemon
+    from swimmy.daemon.lifecycle import Daemon
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 

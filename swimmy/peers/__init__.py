@@ -1,0 +1,2 @@
+"""Heartbeats: the publisher (PUB, with acks and RTT) and the peer table and monitor (silent, recovered,
+evicted)."""
