@@ -42,9 +42,11 @@ class _Slot:
 class WorkerSupervisor:
     """Starts, watches, restarts and stops the embedded worker processes."""
 
-    def __init__(self, config_path: Path, count: int, emit: Emit, clock: Clock, *, id_prefix: str = "embedded",
+    def __init__(self, config_path: Path | None, count: int, emit: Emit, clock: Clock, *, id_prefix: str = "embedded",
                  on_progress: Callable[[], None] | None = None, on_change: Callable[[], None] | None = None,
                  on_exit: Callable[[str, str], None] | None = None) -> None:
+        if count and config_path is None:
+            raise ValueError("embedded workers need the path of the config file they load")
         self.config_path = config_path
         self._emit = emit
         self._clock = clock

@@ -195,7 +195,10 @@ def _run(args: argparse.Namespace) -> int:
 
     from swimmy.daemon.lifecycle import Daemon
 
-    return uvloop.run(Daemon(cfg, exit_after_sec=args.exit_after).serve())
+    summary = uvloop.run(Daemon(cfg, exit_after_sec=args.exit_after).serve())
+    for line in summary.lines:  # the daemon's last words: plain stderr, its log bridge is closed by now
+        print(line, file=sys.stderr, flush=True)
+    return summary.code
 
 
 def _control(config: Path, command: str, command_args: dict[str, object], timeout_sec: float) -> int:

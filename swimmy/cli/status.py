@@ -13,9 +13,7 @@ from typing import Any, TextIO
 
 import orjson
 
-from swimmy.rfc3339 import parse_rfc3339
-
-STALE_SLACK_SEC = 10.0
+from swimmy.daemon.health import snapshot_problems as problems
 
 
 def read_snapshot(path: Path) -> dict[str, Any] | None:
@@ -25,35 +23,6 @@ def read_snapshot(path: Path) -> dict[str, Any] | None:
     except (OSError, orjson.JSONDecodeError):
         return None
     return value if isinstance(value, dict) else None
-
-
-def problems(status: dict[str, Any] | None, now: float) -> list[str]:
-    """Why the daemon looks unhealthy (empty: healthy)."""
-    if status is None:
-        return ["no status snapshot: is the daemon running with this config?"]
-    if status.get("status") == "STOPPED":
-        return [f"the daemon stopped ({status.get('timestamp')}, reason {status.get('stop_reason')})"]
-    out = []
-    try:
-        taken = parse_rfc3339(str(status["timestamp"]), assume_utc=True).timestamp()
-    except (KeyError, ValueError):
-        return ["the status snapshot has no readable timestamp"]
-    age = now - taken
-    interval = float(status.get("interval_sec") or 60)
-    if age > 2 * interval + STALE_SLACK_SEC:
-        out.append(f"the status snapshot is {age:.0f} s old (interval {interval:g} s): the daemon is gone or wedged")
-    if status.get("telemetry_failing"):
-        out.append("telemetry writes are failing")
-    silent = status.get("silent_peers") or []
-    if silent:
-        out.append(f"silent peers: {', '.join(map(str, silent))}")
-    for reason in status.get("reasons") or []:
-        if "telemetry writes failing" not in str(reason):
-            out.append(str(reason))
-    stale = status.get("stale_tasks") or {}
-    if stale:
-        out.append(f"tasks without progress: {', '.join(f'{k} ({v} s)' for k, v in stale.items())}")
-    return out
 
 
 def render(status: dict[str, Any] | None, metrics: dict[str, Any] | None, found: list[str]) -> str:

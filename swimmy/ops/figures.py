@@ -6,12 +6,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields, is_dataclass
-from typing import TYPE_CHECKING, Any, Final
-
-from swimmy import __version__
-
-if TYPE_CHECKING:
-    from swimmy.daemon.lifecycle import Daemon
+from typing import Any, Final
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
@@ -161,52 +156,6 @@ def _plain(value: Any) -> Any:
     if isinstance(value, list):
         return [_plain(v) for v in value]
     return value
-
-
-def collect(d: Daemon) -> Figures:
-    """Every figure, from the parts that are running."""
-    now = d.clock.time()
-    writer, queue = d.writer, d.queue
-    heartbeats = peers = backtests = oos = wfv = discord = None
-    strategies: dict[str, int] | None = None
-    universes: dict[str, UniverseFigures] | None = None
-    if d.publisher is not None:
-        heartbeats = HeartbeatFigures(d.publisher.sent, d.publisher.send_failures, d.publisher.last_rtt_ms)
-    if d.peers is not None:
-        table = d.peers.table
-        peers = PeerFigures(table.ages(d.clock.monotonic()), table.silent(), table.evicted)
-    if d.backtests is not None:
-        b = d.backtests
-        backtests = BacktestFigures(
-            inflight=b.inflight, sent=b.sent, completed=b.completed, timeouts=b.timeouts, refused=b.refused,
-            resends=b.resends, queued=b.queued(), requeued=b.requeued, quarantined=b.quarantined,
-            workers_ready=b.live_workers(), workers_lost=b.workers_lost, free_credit=b.free_credit())
-    if d.school is not None:
-        count, oldest = d.school.wfv.pending_stats(now)
-        strategies = d.school.by_rank()
-        oos = OosFigures(**d.school.oos.queue_stats(now))
-        wfv = WfvFigures(pending=count, oldest_age_sec=round(oldest, 3) if oldest is not None else None,
-                         results=d.school.wfv.results, timeouts=d.school.wfv.timeouts)
-        universes = {u: UniverseFigures(**f) for u, f in d.school.universe_figures().items()}  # type: ignore[arg-type]
-    if d.notifier is not None:
-        s = d.notifier.stats
-        discord = DiscordFigures(delivered=s.delivered, failed=s.failed, dropped=s.dropped, queued=s.queued,
-                                 rate_limited=s.rate_limited, coalesced=s.coalesced, dry_run=d.notifier.dry)
-    reasons = d.degraded_reasons()
-    return Figures(
-        run_id=d.run_id, pid=os.getpid(), version=__version__, config_hash=d.cfg.config_hash,
-        uptime_sec=d.uptime_sec(), rss_bytes=rss_bytes(), loop_lag_ms=round(d.loopwatch.last_lag_ms, 3),
-        loop_stalls=d.loopwatch.stalls,
-        telemetry=TelemetryFigures(
-            written=writer.written, dropped=queue.dropped_total, failed_writes=writer.failed_writes,
-            queue_depth=len(queue), rotations=writer.rotations, failing=writer.failing,
-            fsync_errors=writer.fsync_errors, truncated=d.encoder.truncated),
-        heartbeats=heartbeats, peers=peers, backtests=backtests,
-        workers=WorkerFigures(configured=d.workers.configured if d.workers else 0,
-                              alive=d.workers.alive() if d.workers else 0),
-        strategies=strategies, oos=oos, wfv=wfv, universes=universes, discord=discord,
-        status="DEGRADED" if reasons else "OK", reasons=reasons, stale_tasks=d.progress.stale(),
-    )
 
 
 def summary_lines(f: Figures) -> dict[str, str]:

@@ -13,6 +13,7 @@ import orjson
 import structlog
 
 from swimmy.clock import Clock
+from swimmy.config import SnapshotsConfig
 from swimmy.files import atomic_write
 from swimmy.ops.figures import Figures
 from swimmy.telemetry.envelope import SCHEMA_VERSION, TimestampFormatter
@@ -40,6 +41,10 @@ def split_snapshots(
 
 class SnapshotWriter:
     """Writes metrics.json and status.json atomically every `interval_sec`, then says so in the stream."""
+
+    def update_config(self, cfg: SnapshotsConfig) -> None:
+        """A reload: the interval (the directory needs a restart)."""
+        self.interval_sec = cfg.interval_sec
 
     def __init__(self, directory: Path, interval_sec: float, figures: Callable[[], Figures], emit: Emit,
                  clock: Clock, *, on_progress: Callable[[], None] | None = None) -> None:

@@ -7,6 +7,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 
 from swimmy.clock import Clock
+from swimmy.config import Config
 from swimmy.telemetry.envelope import TimestampFormatter
 from swimmy.telemetry.queue import Emit
 from swimmy.wire.messages import encode, heartbeat_body
@@ -52,6 +53,11 @@ class HeartbeatPublisher:
         self.send_failures = 0
         self.last_rtt_ms: float | None = None
         self._recent: OrderedDict[str, float] = OrderedDict()
+
+    def update_config(self, cfg: Config) -> None:
+        """A reload: the config hash heartbeats carry, and their interval."""
+        self.config_hash = cfg.config_hash
+        self.interval_sec = cfg.heartbeat.interval_sec
 
     def maybe_send(self) -> str | None:
         """Send if due; return the heartbeat id sent."""

@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from swimmy.clock import Clock
+from swimmy.config import HeartbeatConfig
 from swimmy.telemetry.queue import Emit
 
 MAX_PEERS = 1024  # sources come from the network: bound the table
@@ -115,6 +116,11 @@ class PeerTable:
 
 class PeerMonitor:
     """Emits peer.silent / peer.recovered from the table; the dispatcher feeds `heard`."""
+
+    def update_config(self, cfg: HeartbeatConfig) -> None:
+        """A reload: the silence timeout and the peers that are never evicted."""
+        self.table.timeout_sec = cfg.peer_timeout_sec
+        self.table.known_peers = frozenset(cfg.known_peers)
 
     def __init__(self, table: PeerTable, emit: Emit, clock: Clock, *,
                  on_progress: Callable[[], None] | None = None,

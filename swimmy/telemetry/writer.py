@@ -8,6 +8,9 @@ its last complete line, and the first line written after an outage is
 `telemetry.recovered`. An outage ends only with a whole batch written and
 fsynced, and after a full disk only once it has a margin free again, so a disk
 hovering at full gives one outage, not a flapping recovered/failing pair.
+
+The bytes themselves (open, whole writes, truncation, fsync, close) are done
+by its base class, swimmy/telemetry/logfile.py.
 """
 
 from __future__ import annotations
@@ -17,11 +20,11 @@ import errno
 import os
 import time
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 from swimmy.backoff import capped_backoff
 from swimmy.config import TelemetryConfig
 from swimmy.telemetry.envelope import Encoder
+from swimmy.telemetry.logfile import LogFile, _describe_os_error, _PartialWrite
 from swimmy.telemetry.queue import EventQueue
 from swimmy.telemetry.rotation import apply_rotation, prune_backups
 
@@ -31,7 +34,6 @@ BATCH_LINES = 256
 TICK_SEC = 1.0  # the writer wakes at least this often: progress, fsync deadlines, file identity checks
 BACKOFF_MIN_SEC = 0.05
 BACKOFF_MAX_SEC = 5.0
-FILE_MODE = 0o640
 # After ENOSPC or EDQUOT, a retry waits until the filesystem has this much free, and at least
 # RECOVERY_BATCH_MULTIPLE times the batch owed. A disk hovering at full (a few pages freed by another
 # writer, then taken again) would otherwise let one retry through and fail the next batch: a
@@ -43,15 +45,7 @@ RECOVERY_BATCH_MULTIPLE = 4  # big events (up to max_event_bytes each) need room
 _FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
-class _PartialWrite(OSError):
-    """A write that failed after `done` bytes of the buffer reached the file."""
-
-    def __init__(self, cause: OSError, done: int) -> None:
-        super().__init__(cause.errno, cause.strerror)
-        self.done = done
-
-
-class TelemetryWriter:
+class TelemetryWriter(LogFile):
     """Owns the telemetry file; run() until the queue is closed and drained."""
 
     def __init__(
@@ -65,26 +59,17 @@ class TelemetryWriter:
         on_progress: Callable[[], None] | None = None,
         on_state_change: Callable[[bool], None] | None = None,
     ) -> None:
-        self.cfg = cfg
-        self.path = Path(cfg.path)
+        super().__init__(cfg, monotonic=monotonic)
         self.queue = queue
         self.encoder = encoder
-        self._monotonic = monotonic
         self._sleep = sleep  # the wait between retries (tests pass a FakeClock's)
         self._on_progress = on_progress or (lambda: None)
         self._on_state_change = on_state_change or (lambda failing: None)
-        self._fd: int | None = None
-        self._inode: tuple[int, int] | None = None
-        self._size = 0
-        self._only_header = False
-        self._truncate_to: int | None = None
         self._pending: list[bytes] = []
         self._header_line: bytes | None = None
         self._header_seq: int | None = None
         self._recovered_seq: int | None = None
         self._recovered_data: dict[str, object] = {}
-        self._dirty = False
-        self._last_sync = monotonic()
         self._next_check = monotonic() + TICK_SEC
         self._reopen_requested = False
         self._backoff = 0.0
@@ -94,17 +79,13 @@ class TelemetryWriter:
         self._outage_dropped_base = 0
         self._last_errno: int | None = None
         self._idle = asyncio.Event()
-        self._closing: set[asyncio.Task[bool]] = set()
         self.stall_sec = 0.0  # debug.stall_writer: sleep this long before the next batch
         # counters (snapshots, daemon.stopped)
         self.written = 0
         self.failed_writes = 0
         self.rotations = 0
-        self.fsyncs = 0
-        self.fsync_errors = 0
         self.deferred_retries = 0  # retries skipped for want of free space (not failed writes: nothing was tried)
         self.failing = False
-        self.last_error = ""
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -225,47 +206,6 @@ class TelemetryWriter:
             self._dirty = False  # _sync_recovery made it durable
         return True
 
-    def _write_all(self, buf: bytes) -> None:
-        assert self._fd is not None
-        view = memoryview(buf)
-        done = 0
-        while done < len(buf):
-            try:
-                done += os.write(self._fd, view[done:])
-            except OSError as exc:
-                if done == 0:
-                    raise
-                raise _PartialWrite(exc, done) from exc
-
-    def _roll_back(self, size: int) -> None:
-        """Cut the file back to `size` bytes now, or else before the next write."""
-        self._truncate_to = size
-        self._try_truncate()
-
-    async def _sync_recovery(self) -> None:
-        """fsync the batch that ends an outage, whatever `telemetry.fsync` says; raises OSError.
-
-        A disk that took the bytes may still fail to store them (a full thin pool, EIO at writeback):
-        the outage is declared over only once they are durable.
-        """
-        assert self._fd is not None
-        try:
-            await asyncio.to_thread(os.fsync, self._fd)
-        except OSError:
-            self.fsync_errors += 1
-            raise
-        self.fsyncs += 1
-        self._last_sync = self._monotonic()
-
-    def _try_truncate(self) -> None:
-        if self._fd is None or self._truncate_to is None:
-            return
-        try:
-            os.ftruncate(self._fd, self._truncate_to)
-            self._truncate_to = None
-        except OSError:
-            pass  # retried before the next write
-
     def _committed(self, out: list[bytes], count: int, has_header: bool, has_recovered: bool) -> None:
         """Account for the first `count` lines of `out` as on disk; drop them from what is owed."""
         if count == 0:
@@ -362,19 +302,7 @@ class TelemetryWriter:
             },
         )
 
-    # -- the file ----------------------------------------------------------------------------
-
-    def _open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, FILE_MODE)
-        st = os.fstat(fd)
-        if st.st_size == 0:
-            os.fchmod(fd, FILE_MODE)  # the umask must not widen or narrow what the `swimmy` group may read
-        self._fd = fd
-        self._inode = (st.st_dev, st.st_ino)
-        self._size = st.st_size
-        self._only_header = False
-        self._truncate_to = None
+    # -- rotation and reopening --------------------------------------------------------------
 
     async def _rotate(self) -> None:
         previous = self._size
@@ -414,79 +342,12 @@ class TelemetryWriter:
         except OSError as exc:
             self._fail(exc)
 
-    def _close_in_background(self) -> None:
-        """Hand the old file's fsync and close to a thread: the writer goes on with the new file at once.
-
-        Durability is unchanged (the old file is fsynced before it is closed); only the wait moves
-        off the writer's path, where a slow disk would otherwise stop the drain at every rotation.
-        """
-        fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        sync = self.cfg.fsync != "off" and self._dirty
-        self._dirty = False
-        task = asyncio.create_task(asyncio.to_thread(_sync_and_close, fd, sync), name="telemetry-close")
-        self._closing.add(task)
-        task.add_done_callback(self._closed_in_background)
-
-    def _closed_in_background(self, task: asyncio.Task[bool]) -> None:
-        self._closing.discard(task)
-        if not task.cancelled() and task.exception() is None:
-            if task.result():
-                self.fsyncs += 1
-        elif not task.cancelled():
-            self.fsync_errors += 1
-
-    async def _close_file(self) -> None:
-        if self._closing:
-            await asyncio.gather(*self._closing, return_exceptions=True)
-        fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        if self.cfg.fsync != "off" and self._dirty:
-            await self._fsync(fd)
-        os.close(fd)
-
-    async def _fsync(self, fd: int) -> None:
-        try:
-            await asyncio.to_thread(os.fsync, fd)
-            self.fsyncs += 1
-            self._dirty = False
-        except OSError as exc:
-            self.fsync_errors += 1
-            self.last_error = _describe_os_error(exc)
-        self._last_sync = self._monotonic()
-
-    async def _sync_after_write(self) -> None:
-        if self._fd is None or not self._dirty:
-            return
-        if self.cfg.fsync == "always" or (
-            self.cfg.fsync == "interval"
-            and self._monotonic() - self._last_sync >= self.cfg.fsync_interval_ms / 1000
-        ):
-            await self._fsync(self._fd)
-
-    async def _sync_if_due(self) -> None:
-        due = self._monotonic() - self._last_sync >= self.cfg.fsync_interval_ms / 1000
-        if self._dirty and self._fd is not None and self.cfg.fsync == "interval" and due:
-            await self._fsync(self._fd)
-
     def _idle_timeout(self) -> float:
         timeout = TICK_SEC
         if self._dirty and self.cfg.fsync == "interval":
             due = self._last_sync + self.cfg.fsync_interval_ms / 1000 - self._monotonic()
             timeout = min(timeout, max(due, 0.001))
         return timeout
-
-
-def _sync_and_close(fd: int, sync: bool) -> bool:
-    """fsync (when asked) then close; True when an fsync was done. Runs in a thread."""
-    try:
-        if sync:
-            os.fsync(fd)
-        return sync
-    finally:
-        os.close(fd)
 
 
 def _whole_lines(lines: list[bytes], done: int) -> int:
@@ -498,8 +359,3 @@ def _whole_lines(lines: list[bytes], done: int) -> int:
             break
         count += 1
     return count
-
-
-def _describe_os_error(exc: OSError) -> str:
-    name = errno.errorcode.get(exc.errno or 0, "OSError")
-    return f"{name}: {exc.strerror or exc}"

@@ -26,7 +26,8 @@ import pytest
 from swimmy.backtest.supervisor import STOP_WAIT_SEC
 from swimmy.config import load_config
 from swimmy.daemon.health import STALE_AFTER_SEC
-from swimmy.daemon.lifecycle import GRACE_SEC, SUPERVISE_TICK_SEC
+from swimmy.daemon.lifecycle import SUPERVISE_TICK_SEC
+from swimmy.daemon.stopping import GRACE_SEC
 
 ROOT = Path(__file__).resolve().parents[2]
 UNITS = ROOT / "systemd"
