@@ -30,11 +30,11 @@ from swimmy.config import Config, webhook_urls
 from swimmy.daemon.debug import burst
 from swimmy.daemon.front import Front, start_front, updaters
 from swimmy.daemon.health import Progress, status_line
-from swimmy.daemon.lockfile import LockFile
+from swimmy.daemon.lockfile import LockFile, acquire_all
 from swimmy.daemon.loopwatch import LoopWatch, dump_tasks
 from swimmy.daemon.reload import Updater, reload_config
 from swimmy.daemon.services import Services, Telemetry, build_services, figures_of, reasons_of
-from swimmy.daemon.stopping import drain, grace
+from swimmy.daemon.stopping import close_all, drain, grace
 from swimmy.errors import StoreError
 from swimmy.notify.alerts import ALERT_EVENTS, alert_for
 from swimmy.notify.discord import DiscordNotifier
@@ -109,7 +109,7 @@ class Daemon:
         CLI turns them into exit 2.
         """
         curve, keys = prepare_security(self.cfg.zmq, self.cfg.control.endpoint)
-        self._acquire_locks()
+        acquire_all(self._locks)
         code, lines = 1, []
         try:
             self._start_telemetry()
@@ -158,17 +158,6 @@ class Daemon:
         self._stop_requested.set()
 
     # -- startup -----------------------------------------------------------------------------
-
-    def _acquire_locks(self) -> None:
-        acquired: list[LockFile] = []
-        try:
-            for lock in self._locks:
-                lock.acquire()
-                acquired.append(lock)
-        except BaseException:
-            for lock in acquired:
-                lock.release()
-            raise
 
     def _start_telemetry(self) -> None:
         self._started_at = self.clock.monotonic()
@@ -349,25 +338,11 @@ class Daemon:
         self.emit("daemon.stopping", service="core", correlation_id=self.run_id,
                   data={"reason": self._stop_reason or "unknown", "uptime_sec": self.uptime_sec(), "queued": queued})
 
-    async def _close_services(self) -> None:
-        """The last snapshot (a stopped daemon must not look healthy to `swimmy status`), then each part."""
-        s, front = self.services, self.front
-        if s is not None and front is not None:
-            with contextlib.suppress(Exception):
-                await front.snapshots.write_once(status="STOPPED", stop_reason=self._stop_reason)
-        if s is not None:
-            await s.workers.stop()
-            s.wire.close()  # LINGER bounds this even with a peer gone and its queue full
-            s.store.close()
-        if front is not None and front.metrics is not None:
-            await front.metrics.close()
-        await self.notifier.close()
-
     async def _shutdown(self) -> tuple[int, list[str]]:
         """Stop everything, then drain the event stream: (exit code, the lines the CLI prints)."""
         self._emit_stopping()
         self.loopwatch.stop()
-        await self._close_services()
+        await close_all(self.services, self.front, self.notifier, self._stop_reason)
         loop = asyncio.get_running_loop()
         for sig in self._signals:
             loop.remove_signal_handler(sig)

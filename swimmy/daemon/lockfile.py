@@ -43,3 +43,16 @@ class LockFile:
         if self._fd is not None:
             fd, self._fd = self._fd, None
             os.close(fd)
+
+
+def acquire_all(locks: list[LockFile]) -> None:
+    """Take every lock, in order, or none: on LockHeldError the ones already taken are released."""
+    acquired: list[LockFile] = []
+    try:
+        for lock in locks:
+            lock.acquire()
+            acquired.append(lock)
+    except BaseException:
+        for lock in acquired:
+            lock.release()
+        raise

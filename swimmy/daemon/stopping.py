@@ -13,6 +13,8 @@ from collections.abc import Callable
 from typing import Any
 
 from swimmy.clock import Clock
+from swimmy.daemon.front import Front
+from swimmy.daemon.services import Services
 from swimmy.notify.discord import DiscordNotifier
 from swimmy.telemetry.queue import EventQueue
 from swimmy.telemetry.writer import TelemetryWriter
@@ -71,3 +73,18 @@ async def drain(queue: EventQueue, writer: TelemetryWriter, writer_task: asyncio
     if code == 0:
         lines.append(f"swimmy: stopped ({reason}); {writer.written} events written, {queue.dropped_total} dropped")
     return code, lines
+
+
+async def close_all(s: Services | None, front: Front | None, notifier: DiscordNotifier, reason: str | None) -> None:
+    """The last snapshot (a stopped daemon must not look healthy to `swimmy status`), then each part, in order:
+    workers, sockets, store, the metrics listener, Discord."""
+    if s is not None and front is not None:
+        with contextlib.suppress(Exception):
+            await front.snapshots.write_once(status="STOPPED", stop_reason=reason)
+    if s is not None:
+        await s.workers.stop()
+        s.wire.close()  # LINGER bounds this even with a peer gone and its queue full
+        s.store.close()
+    if front is not None and front.metrics is not None:
+        await front.metrics.close()
+    await notifier.close()
