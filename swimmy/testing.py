@@ -1,13 +1,17 @@
-"""Test doubles that ship with the product: a fake clock and a capturing emitter."""
+"""Test doubles that ship with the product: a fake clock, a capturing emitter, recording senders for the work
+ROUTER and the PUB socket, and a stand-in for systemd's notify socket. Imports nothing of swimmy."""
 
 from __future__ import annotations
 
 import asyncio
 import heapq
 import itertools
+import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 
 class FakeClock:
@@ -80,3 +84,68 @@ class CapturingEmitter:
     def of_type(self, event_type: str) -> list[Event]:
         """The captured events of one type, in order."""
         return [e for e in self.events if e.event_type == event_type]
+
+
+class RecordingRouter:
+    """A work ROUTER's send `(identity, payload) -> bool` that records each decoded request; an identity in
+    `full` refuses, as a full pipe does."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[bytes, dict[str, Any]]] = []
+        self.full: set[bytes] = set()
+
+    def __call__(self, identity: bytes, payload: bytes) -> bool:
+        if identity in self.full:
+            return False
+        self.sent.append((identity, orjson.loads(payload)))
+        return True
+
+    def bodies(self) -> list[dict[str, Any]]:
+        """Every request sent, in order."""
+        return [body for _, body in self.sent]
+
+    def to(self, identity: bytes) -> list[dict[str, Any]]:
+        """The requests sent to one worker."""
+        return [body for ident, body in self.sent if ident == identity]
+
+
+class RecordingPub:
+    """A PUB socket's send `(frames) -> bool` that records the frames; `accept = False` refuses them."""
+
+    def __init__(self, accept: bool = True) -> None:
+        self.frames: list[list[bytes]] = []
+        self.accept = accept
+
+    def __call__(self, frames: list[bytes]) -> bool:
+        if self.accept:
+            self.frames.append(frames)
+        return self.accept
+
+
+class NotifySocket:
+    """A datagram socket standing in for systemd's notify socket (`NOTIFY_SOCKET=<path>`)."""
+
+    def __init__(self, path: str, timeout_sec: float = 2.0) -> None:
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.sock.settimeout(timeout_sec)
+
+    def recv(self) -> bytes:
+        """The next datagram (socket.timeout when none comes in time)."""
+        return self.sock.recv(65536)
+
+    def pending(self) -> list[bytes]:
+        """Every datagram waiting now, without waiting for more."""
+        out = []
+        self.sock.setblocking(False)
+        try:
+            while True:
+                out.append(self.sock.recv(65536))
+        except BlockingIOError:
+            return out
+        finally:
+            self.sock.settimeout(2.0)
+
+    def close(self) -> None:
+        self.sock.close()

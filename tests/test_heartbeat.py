@@ -8,23 +8,10 @@ import orjson
 import pytest
 
 from swimmy.peers.heartbeat import HeartbeatPublisher, heartbeat_due
-from swimmy.testing import CapturingEmitter, FakeClock
+from swimmy.testing import CapturingEmitter, FakeClock, RecordingPub
 
 
-class Sent:
-    """A fake PUB send: records frames, optionally refuses."""
-
-    def __init__(self, accept: bool = True) -> None:
-        self.frames: list[list[bytes]] = []
-        self.accept = accept
-
-    def __call__(self, frames: list[bytes]) -> bool:
-        if self.accept:
-            self.frames.append(frames)
-        return self.accept
-
-
-def make(clock: FakeClock, send: Sent, emit: CapturingEmitter, status: str = "OK") -> HeartbeatPublisher:
+def make(clock: FakeClock, send: RecordingPub, emit: CapturingEmitter, status: str = "OK") -> HeartbeatPublisher:
     return HeartbeatPublisher(send, emit, clock, interval_sec=10, version="9.9", config_hash="abc",
                               status=lambda: status)
 
@@ -32,7 +19,7 @@ def make(clock: FakeClock, send: Sent, emit: CapturingEmitter, status: str = "OK
 class TestThrottle:
     def test_send_with_last_send_at_zero_emits_heartbeat_sent(self) -> None:
         """Seed Task 5: last send at 0 -> a heartbeat goes out and heartbeat.sent is emitted."""
-        clock, send, emit = FakeClock(monotonic_start=1000.0), Sent(), CapturingEmitter()
+        clock, send, emit = FakeClock(monotonic_start=1000.0), RecordingPub(), CapturingEmitter()
         pub = make(clock, send, emit)
         pub.last_sent_mono = 0.0
         hb_id = pub.maybe_send()
@@ -44,7 +31,7 @@ class TestThrottle:
     @pytest.mark.parametrize(("after_sec", "sends"), [(9.0, False), (9.999, False), (10.0, True), (11.0, True)])
     def test_a_send_happens_once_at_least_the_interval_has_passed(self, after_sec: float, sends: bool) -> None:
         """The original's throttle: 11 s after the last send a new one goes out, 9 s after it does not."""
-        clock, send, emit = FakeClock(), Sent(), CapturingEmitter()
+        clock, send, emit = FakeClock(), RecordingPub(), CapturingEmitter()
         pub = make(clock, send, emit)
         assert pub.maybe_send() is not None
         clock.advance(after_sec)
@@ -60,7 +47,7 @@ class TestThrottle:
 class TestMessage:
     def test_two_frames_with_every_field(self) -> None:
         """[b"HEARTBEAT", json] with v, type, id, seq, source, status, sent_at, version, config_hash."""
-        clock, send, emit = FakeClock(start=1_790_000_000.5), Sent(), CapturingEmitter()
+        clock, send, emit = FakeClock(start=1_790_000_000.5), RecordingPub(), CapturingEmitter()
         pub = make(clock, send, emit, status="DEGRADED")
         hb_id = pub.send_now()
         ((topic, payload),) = send.frames
@@ -73,7 +60,7 @@ class TestMessage:
     def test_seq_counts_sent_heartbeats_and_a_refused_send_is_reported(self) -> None:
         """A refused send takes no seq and says so; the next one goes out at the next interval."""
         clock, emit = FakeClock(), CapturingEmitter()
-        send = Sent(accept=False)
+        send = RecordingPub(accept=False)
         pub = make(clock, send, emit)
         assert pub.maybe_send() is None
         assert [e.event_type for e in emit.events] == ["heartbeat.send_failed"]
@@ -86,7 +73,7 @@ class TestMessage:
     def test_rtt_of_an_ack(self) -> None:
         """An ack of one of ours gives the round trip in ms; an unknown id gives None."""
         clock, emit = FakeClock(), CapturingEmitter()
-        pub = make(clock, Sent(), emit)
+        pub = make(clock, RecordingPub(), emit)
         hb_id = pub.send_now()
         assert hb_id is not None
         clock.advance(0.0125)
@@ -97,7 +84,7 @@ class TestMessage:
 class TestRun:
     async def test_run_sends_on_schedule_with_a_fake_clock(self) -> None:
         """The task sends at start and then every interval as the clock advances."""
-        clock, send, emit = FakeClock(), Sent(), CapturingEmitter()
+        clock, send, emit = FakeClock(), RecordingPub(), CapturingEmitter()
         pub = make(clock, send, emit)
         task = asyncio.create_task(pub.run())
         try:

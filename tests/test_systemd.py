@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from swimmy.ops.systemd import NOTIFY_ENV_KEYS, STATUS_MAX_CHARS, Notifier, child_env, watchdog_due
+from swimmy.testing import NotifySocket
 
 MakeNotifier = Callable[..., Notifier]
 
@@ -34,12 +35,9 @@ def make_notifier() -> Iterator[MakeNotifier]:
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[tuple[socket.socket, str]]:
     """A datagram socket in tmp_path standing in for systemd's notify socket, and its path."""
-    path = str(tmp_path / "notify")
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(path)
-    sock.settimeout(2.0)
-    yield sock, path
-    sock.close()
+    notify = NotifySocket(str(tmp_path / "notify"))
+    yield notify.sock, notify.path
+    notify.close()
 
 
 def recv(sock: socket.socket) -> bytes:

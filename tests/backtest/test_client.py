@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
 import pytest
 
 from swimmy.backtest.client import BacktestClient, Outcome
-from swimmy.testing import CapturingEmitter, FakeClock
+from swimmy.testing import CapturingEmitter, FakeClock, RecordingRouter
 from swimmy.wire.messages import (
     WORK_VERSION,
     Message,
@@ -28,31 +27,14 @@ HASH = "aaaabbbbccccdddd"
 A, B = b"identity-a", b"identity-b"
 
 
-class Router:
-    """The work ROUTER: records (identity, request) pairs; `full` refuses like a full pipe."""
-
-    def __init__(self) -> None:
-        self.sent: list[tuple[bytes, dict[str, Any]]] = []
-        self.full: set[bytes] = set()
-
-    def __call__(self, identity: bytes, payload: bytes) -> bool:
-        if identity in self.full:
-            return False
-        self.sent.append((identity, orjson.loads(payload)))
-        return True
-
-    def to(self, identity: bytes) -> list[dict[str, Any]]:
-        return [body for ident, body in self.sent if ident == identity]
-
-
 def msg(body: dict[str, Any]) -> Message:
     m = parse([encode_work(body)], 1 << 20, version=WORK_VERSION)
     assert isinstance(m, Message), m
     return m
 
 
-def make(**kw: Any) -> tuple[BacktestClient, CapturingEmitter, FakeClock, Router, list[Outcome]]:
-    clock, emit, router = FakeClock(), CapturingEmitter(), Router()
+def make(**kw: Any) -> tuple[BacktestClient, CapturingEmitter, FakeClock, RecordingRouter, list[Outcome]]:
+    clock, emit, router = FakeClock(), CapturingEmitter(), RecordingRouter()
     outcomes: list[Outcome] = []
     client = BacktestClient(router, emit, clock, timeout_sec=kw.pop("timeout_sec", 120),
                             worker_timeout_sec=kw.pop("worker_timeout_sec", 5), max_attempts=kw.pop("max_attempts", 3),

@@ -7,7 +7,6 @@ import shutil
 from pathlib import Path
 from typing import Any
 
-import orjson
 from schoolkit import A_METRICS, WORKER, work_message
 
 from swimmy.backtest.client import BacktestClient
@@ -15,7 +14,7 @@ from swimmy.backtest.data import clear_cache, data_hash
 from swimmy.config import config_from_mapping
 from swimmy.school.loop import School
 from swimmy.store import Store, StrategyRow, WfvRow
-from swimmy.testing import CapturingEmitter, FakeClock
+from swimmy.testing import CapturingEmitter, FakeClock, RecordingRouter
 from swimmy.wire.messages import ready_body, result_body
 
 SAMPLE = Path(__file__).resolve().parents[2] / "data" / "eurusd-h1-2017" / "EURUSD_H1.csv"
@@ -34,17 +33,18 @@ class World:
         self.cfg = config_from_mapping({"school": {"data_dir": str(self.data), "breed": False}}, base_dir=tmp_path)
         self.clock = FakeClock(start=1_800_000_000.0)
         self.emit = CapturingEmitter()
-        self.sent: list[dict[str, Any]] = []
+        self.router = RecordingRouter()
         self.store = Store.open(db or tmp_path / "school.db")
         school: School | None = None
-        self.client = BacktestClient(self._send, self.emit, self.clock, timeout_sec=60, worker_timeout_sec=1e9,
+        self.client = BacktestClient(self.router, self.emit, self.clock, timeout_sec=60, worker_timeout_sec=1e9,
                                      universe_hash=lambda u: school.universe_hash(u) if school else None)
         self.school = school = School(self.cfg, self.store, self.client, self.emit, self.clock,
                                       rng=random.Random(1))
 
-    def _send(self, identity: bytes, payload: bytes) -> bool:
-        self.sent.append(orjson.loads(payload))
-        return True
+    @property
+    def sent(self) -> list[dict[str, Any]]:
+        """The requests the broker sent, in order."""
+        return self.router.bodies()
 
     def ready(self) -> None:
         """The worker's READY: the hash of the file it has now."""
