@@ -10,14 +10,14 @@ otherwise; `annualise` converts for reporting.
   Chetverikov and Kato 2013; max-T: Westfall and Young 1993) with the trials' correlation estimated from their return
   sketches. The draws' running maxima (`NullMaxima`) merge by an elementwise maximum, so the ledger keeps them as an
   aggregate beyond its per-trial rows.
-- `pbo_cscv` / `pbo_cscv_from_blocks`: the Probability of Backtest Overfitting by Combinatorially Symmetric
-  Cross-Validation, Bailey, Borwein, López de Prado and Zhu (2016), J. Computational Finance 20(4).
+- `pbo_cscv` / `pbo_cscv_from_blocks` (swimmy/school/pbo.py, re-exported here): the Probability of Backtest
+  Overfitting by Combinatorially Symmetric Cross-Validation, Bailey, Borwein, López de Prado and Zhu (2016),
+  J. Computational Finance 20(4).
 """
 
 from __future__ import annotations
 
 import functools
-import itertools
 import math
 from dataclasses import dataclass
 from statistics import NormalDist
@@ -26,6 +26,7 @@ import numpy as np
 import numpy.typing as npt
 
 from swimmy.backtest.metrics import probabilistic_sharpe_ratio
+from swimmy.school.pbo import CSCV_BLOCKS, ZERO_SPREAD, PboResult, pbo_cscv, pbo_cscv_from_blocks
 
 __all__ = [
     "CSCV_BLOCKS",
@@ -62,16 +63,10 @@ NULL_SEED = 0x5EED_D5B0
 GATE_LEVEL = 0.95
 # Bisection ceiling of `implied_trials` (the null quantile of 32-block sketches stays far below its SR0).
 _MAX_IMPLIED_TRIALS = 1e15
-# CSCV splits (the paper's S): C(16, 8) = 12,870 combinations.
-CSCV_BLOCKS = 16
 
 _STD_NORMAL = NormalDist()
 # Rows of sketches per chunk: bounds the draws x rows float32 projections (4 MiB at 256 draws).
 _CHUNK_ROWS = 4096
-# Combinations evaluated per chunk in CSCV: bounds memory at (chunk x strategies) float64 arrays.
-_CSCV_CHUNK = 2048
-# A row or a segment whose variance is below this fraction of its mean square has none: float rounding only.
-_ZERO_SPREAD = 1e-12
 
 FloatArray = npt.NDArray[np.float64]
 
@@ -244,7 +239,7 @@ def null_maxima(sketches: npt.ArrayLike, *, draws: int = NULL_DRAWS, seed: int =
         chunk -= (total / blocks)[:, None]
         centred_sq = np.einsum("ij,ij->i", chunk, chunk)
         magnitude_sq = centred_sq + total * total / blocks  # the row's sum of squares
-        ok = finite & (centred_sq > _ZERO_SPREAD * magnitude_sq) & (centred_sq > 0.0)
+        ok = finite & (centred_sq > ZERO_SPREAD * magnitude_sq) & (centred_sq > 0.0)
         kept = int(np.count_nonzero(ok))
         n += kept
         skipped += len(chunk) - kept
@@ -313,136 +308,3 @@ def effective_trials(
     `effective_trials_from_maxima`.
     """
     return null_maxima(sketches, draws=draws, seed=seed).n_eff(level)
-
-
-# --------------------------------------------------------------------------------------------------- PBO
-
-
-@dataclass(frozen=True, eq=False)
-class PboResult:
-    """The outcome of CSCV over C(blocks, blocks/2) combinations.
-
-    pbo: the fraction of combinations whose in-sample best strategy ranks at or below the out-of-sample median
-    (logit <= 0). lambdas: the logits ln(w / (1 - w)), w = OOS rank / (M + 1), one per combination.
-    degradation_slope: the OLS slope of the selected strategy's OOS Sharpe on its IS Sharpe across combinations (the
-    paper's performance degradation; with complementary halves of one sample it is negative even for a real edge, so
-    it is a figure to report, not a gate); None when the IS Sharpe does not vary.
-    prob_oos_loss: the fraction of combinations whose selected strategy has an OOS Sharpe below 0.
-    """
-
-    pbo: float
-    n_combinations: int
-    lambdas: FloatArray
-    degradation_slope: float | None
-    prob_oos_loss: float
-
-
-def pbo_cscv(returns: npt.ArrayLike, blocks: int = CSCV_BLOCKS) -> PboResult:
-    """PBO of M strategies from a T x M matrix of their per-period returns (rows = periods, aligned).
-
-    The rows are cut into `blocks` contiguous blocks of sizes differing by at most one (no row is dropped); see
-    `pbo_cscv_from_blocks` for the rest.
-    """
-    r = np.asarray(returns, dtype=np.float64)
-    if r.ndim != 2:
-        raise ValueError(f"returns must be a 2-D matrix (periods x strategies), got shape {r.shape}")
-    if not np.isfinite(r).all():
-        raise ValueError("returns must be finite")
-    t = int(r.shape[0])
-    if blocks < 2 or t < blocks:
-        raise ValueError(f"CSCV needs 2 <= blocks <= periods, got blocks={blocks}, periods={t}")
-    sizes = np.full(blocks, t // blocks)
-    sizes[: t % blocks] += 1
-    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
-    sums = np.add.reduceat(r, starts, axis=0)
-    sumsqs = np.add.reduceat(r * r, starts, axis=0)
-    counts = sizes.astype(np.float64)
-    return pbo_cscv_from_blocks(sums, sumsqs, counts, blocks=blocks)
-
-
-def pbo_cscv_from_blocks(
-    sums: npt.ArrayLike, sumsqs: npt.ArrayLike, counts: npt.ArrayLike, blocks: int = CSCV_BLOCKS
-) -> PboResult:
-    """PBO by CSCV from per-block moments: S x M sums and sums of squares of per-period returns, and bar counts.
-
-    `counts` is (S,) (aligned blocks, the usual case) or S x M. The S sketch blocks are grouped into `blocks`
-    contiguous CSCV blocks (sizes differing by at most one sketch block), so the Sharpe ratio of any union of blocks is
-    exact: mean = sum/n, variance = (sumsq - sum^2/n)/(n - 1). For every one of the C(blocks, blocks/2) combinations:
-    IS = the union of half of the blocks, OOS = the rest; n* = the strategy with the best IS Sharpe (the first on a
-    tie); w = its OOS rank (1 = worst, M = best, ties averaged) / (M + 1); lambda = ln(w / (1 - w)). PBO = the
-    fraction of combinations with lambda <= 0. A segment with zero variance (no trade in it) has Sharpe 0.
-    """
-    s = np.asarray(sums, dtype=np.float64)
-    q = np.asarray(sumsqs, dtype=np.float64)
-    if s.ndim != 2 or q.shape != s.shape:
-        raise ValueError(f"sums and sumsqs must be S x M matrices of one shape, got {s.shape} and {q.shape}")
-    n_blocks, m = (int(d) for d in s.shape)
-    c = np.asarray(counts, dtype=np.float64)
-    if c.ndim == 1:
-        c = c[:, None]
-    try:
-        c = np.broadcast_to(c, s.shape)
-    except ValueError:
-        raise ValueError(f"counts must have shape ({n_blocks},) or {s.shape}, got {np.shape(counts)}") from None
-    if not (np.isfinite(s).all() and np.isfinite(q).all() and np.isfinite(c).all()):
-        raise ValueError("block sums, sums of squares and counts must be finite")
-    if (c < 0).any():
-        raise ValueError("block counts must be >= 0")
-    if m < 2:
-        raise ValueError(f"CSCV needs at least 2 strategies, got {m}")
-    if blocks < 2 or blocks % 2 or n_blocks < blocks:
-        raise ValueError(f"CSCV needs an even number of blocks >= 2 and <= the {n_blocks} given, got {blocks}")
-    groups = np.array_split(np.arange(n_blocks), blocks)
-    starts = np.array([int(g[0]) for g in groups])
-    s = np.add.reduceat(s, starts, axis=0)
-    q = np.add.reduceat(q, starts, axis=0)
-    c = np.add.reduceat(c, starts, axis=0)
-
-    combos = np.array(list(itertools.combinations(range(blocks), blocks // 2)), dtype=np.intp)
-    n_comb = len(combos)
-    is_mask = np.zeros((n_comb, blocks), dtype=np.float64)
-    is_mask[np.arange(n_comb)[:, None], combos] = 1.0
-    oos_mask = 1.0 - is_mask
-    if (is_mask @ c < 2).any() or (oos_mask @ c < 2).any():
-        raise ValueError("every half of the CSCV blocks needs at least 2 periods")
-
-    two_ranks = np.empty(n_comb, dtype=np.float64)  # 2 x rank: an integer, so the median test below is exact
-    sel_is = np.empty(n_comb, dtype=np.float64)
-    sel_oos = np.empty(n_comb, dtype=np.float64)
-    for lo in range(0, n_comb, _CSCV_CHUNK):
-        hi = min(lo + _CSCV_CHUNK, n_comb)
-        sr_is = _segment_sharpe(is_mask[lo:hi] @ s, is_mask[lo:hi] @ q, is_mask[lo:hi] @ c)
-        sr_oos = _segment_sharpe(oos_mask[lo:hi] @ s, oos_mask[lo:hi] @ q, oos_mask[lo:hi] @ c)
-        rows = np.arange(hi - lo)
-        best = np.argmax(sr_is, axis=1)
-        chosen = sr_oos[rows, best][:, None]
-        below = np.count_nonzero(sr_oos < chosen, axis=1)
-        ties = np.count_nonzero(sr_oos == chosen, axis=1) - 1
-        two_ranks[lo:hi] = 2.0 * (1 + below) + ties
-        sel_is[lo:hi] = sr_is[rows, best]
-        sel_oos[lo:hi] = sr_oos[rows, best]
-
-    w = two_ranks / (2.0 * (m + 1))
-    lambdas = np.log(w / (1.0 - w))
-    pbo = float(np.count_nonzero(two_ranks <= m + 1)) / n_comb
-    dx = sel_is - sel_is.mean()
-    sxx = float(dx @ dx)
-    slope = float(dx @ (sel_oos - sel_oos.mean())) / sxx if sxx > 0 else None
-    return PboResult(
-        pbo=pbo,
-        n_combinations=n_comb,
-        lambdas=lambdas,
-        degradation_slope=slope,
-        prob_oos_loss=float(np.count_nonzero(sel_oos < 0)) / n_comb,
-    )
-
-
-def _segment_sharpe(s: FloatArray, q: FloatArray, n: FloatArray) -> FloatArray:
-    """Per-period Sharpe (sample std, ddof 1) from sums, sums of squares and counts; 0 where the variance is 0."""
-    mean = s / n
-    var = (q - s * mean) / (n - 1.0)
-    # Rounding in sumsq - sum^2/n leaves a tiny residue for a constant segment: below this it is no variance.
-    spread = var > _ZERO_SPREAD * (q / n)
-    out = np.zeros_like(mean)
-    np.divide(mean, np.sqrt(np.where(spread, var, 1.0)), out=out, where=spread)
-    return out
