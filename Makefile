@@ -16,8 +16,9 @@ run: $(STAMP)
 	$(BIN)/swimmy run --config config/dev.toml
 
 # pytest exits 5 when it collected no test: that is a failure of the suite, not a pass.
+# -n auto: one test process per core (at most 4); worksteal rebalances the slow integration tests.
 test: $(STAMP)
-	$(BIN)/python -m pytest; rc=$$?; \
+	$(BIN)/python -m pytest -n auto --maxprocesses=4 --dist worksteal; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
 bench: $(STAMP)
