@@ -36,6 +36,7 @@ from typing import Any
 from swimmy.backtest.workqueue import Outcome as Outcome  # re-exported: the school imports it from here
 from swimmy.backtest.workqueue import WorkQueue, _Request, _Worker
 from swimmy.clock import Clock
+from swimmy.config import Config
 from swimmy.telemetry.queue import Emit
 from swimmy.wire.messages import (
     BacktestResultMsg,
@@ -368,6 +369,10 @@ class BacktestClient(WorkQueue):
                            data={"source": source, "worker": source.removeprefix("worker-"),
                                  "reason": f"answers heartbeats but sent no READY within {INCOMPATIBLE_AFTER_SEC:g}s:"
                                            " an old (v1) worker; upgrade it"})
+
+    def update_config(self, cfg: Config) -> None:
+        """A reload: whether IS results are written as events (only at telemetry.log_level debug)."""
+        self.debug_events = cfg.telemetry.log_level == "debug"
 
     async def run(self) -> None:
         """Check liveness and timeouts five times a second."""

@@ -60,12 +60,12 @@ def updaters(s: Services, front: Front, bridge: LogBridge | None) -> list[Update
     def telemetry_level(cfg: Config) -> None:
         if bridge is not None:
             bridge.level = cfg.telemetry.log_level
-        s.backtests.debug_events = cfg.telemetry.log_level == "debug"
 
     return [telemetry_level,
             lambda cfg: s.notifier.update_config(cfg.discord),
             lambda cfg: front.snapshots.update_config(cfg.snapshots),
             lambda cfg: front.discord.update_config(cfg.discord),
             s.school.update_config,
+            s.backtests.update_config,
             s.publisher.update_config,
             lambda cfg: s.peers.update_config(cfg.heartbeat)]

@@ -39,7 +39,7 @@ from swimmy.errors import StoreError
 from swimmy.notify.alerts import ALERT_EVENTS, alert_for
 from swimmy.notify.discord import DiscordNotifier
 from swimmy.ops.figures import Figures
-from swimmy.ops.systemd import Notifier, watchdog_due
+from swimmy.ops.systemd import Notifier
 from swimmy.store import Store
 from swimmy.telemetry.envelope import Encoder
 from swimmy.telemetry.logbridge import LogBridge, configure_logging, reset_logging
@@ -94,8 +94,6 @@ class Daemon:
         self._stop_reason: str | None = None
         self._force = False
         self._reload_requested = self._dump_requested = self._stopping_emitted = False
-        self._watchdog_at: float | None = None
-        self._sd_status = ""
         self._wakeup = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._forced = asyncio.Event()
@@ -288,7 +286,7 @@ class Daemon:
             if self._dump_requested:
                 self._dump_requested = False
                 dump_tasks(self.emit, self.run_id, "SIGUSR1", self.loopwatch.last_lag_ms)
-            self._systemd_tick()
+            self.sd.tick(self.clock.monotonic(), not self.progress.stale(), self._status_line())
             timeout = SUPERVISE_TICK_SEC
             if deadline is not None:
                 left = deadline - self.clock.monotonic()
@@ -300,17 +298,6 @@ class Daemon:
             self._wakeup.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wakeup.wait(), timeout)
-
-    def _systemd_tick(self) -> None:
-        """WATCHDOG=1 at half the watchdog interval, only while every task makes progress; STATUS= on change."""
-        now = self.clock.monotonic()
-        if watchdog_due(self._watchdog_at, now, self.sd.watchdog_interval_sec, not self.progress.stale()):
-            self.sd.watchdog()
-            self._watchdog_at = now
-        line = self._status_line()
-        if line != self._sd_status:
-            self._sd_status = line
-            self.sd.status(line)
 
     def _status_line(self) -> str:
         workers = self.services.workers if self.services is not None else None

@@ -44,68 +44,76 @@ How it behaves, for operators:
 - Stop: what is still queued, or in flight when `run()` is cancelled, is not sent and gets no event.
 - Time: backoff, Retry-After and reset-after waits go through `clock.sleep` in slices of at most a second
   (`on_progress` on each); the HTTP timeout is aiohttp's `ClientTimeout(total=discord.timeout_sec)`, real time.
+
+This module delivers; `submit` is swimmy/notify/intake.py, the message message.py, the webhook's pure steps webhook.py.
 """  # noqa: RUF002 - the multiplication sign of a burst's title is what Discord shows
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-import os
 import uuid
 from collections import deque
-from collections.abc import Callable, Coroutine, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import aiohttp
 import orjson
-from yarl import URL
 
 from swimmy import __version__
-from swimmy.backoff import backoff_for_attempt
 from swimmy.clock import Clock
 from swimmy.config import DiscordConfig, Secret
+from swimmy.notify.intake import SERVICE, DiscordIntake, DropEpisode, Pending
+from swimmy.notify.message import (
+    CONTENT_MAX,
+    DESCRIPTION_MAX,
+    HEARTBEAT_KIND,
+    TITLE_MAX,
+    Notification,
+    build_payload,
+    cut,
+    heartbeat_notification,
+    summary_notification,
+    title_head,
+)
+from swimmy.notify.webhook import (
+    RateLimit,
+    RetryPolicy,
+    backoff_sec,
+    describe_error,
+    read_rate_limit,
+    scrub,
+    secret_fragments,
+)
 from swimmy.telemetry.queue import Emit
 
-SERVICE = "notifier"
-HEARTBEAT_KIND = "heartbeat"
+# The names the rest of swimmy and its tests import from here.
+__all__ = [
+    "CONTENT_MAX",
+    "DESCRIPTION_MAX",
+    "HEARTBEAT_KIND",
+    "TITLE_MAX",
+    "DiscordNotifier",
+    "DiscordStats",
+    "Notification",
+    "RateLimit",
+    "RetryPolicy",
+    "backoff_sec",
+    "build_payload",
+    "cut",
+    "describe_error",
+    "heartbeat_notification",
+    "read_rate_limit",
+    "scrub",
+    "secret_fragments",
+    "summary_notification",
+    "title_head",
+]
+
 TICK_SEC = 1.0
-TITLE_MAX = 256
-DESCRIPTION_MAX = 4096
-CONTENT_MAX = 2000
-FOOTER_MAX = 256  # our own bound: title + description + footer stays under Discord's 6,000 per message
-ELLIPSIS = "…"
-TIMES = "×"  # noqa: RUF001 - the multiplication sign of a burst's title, not an x
 MAX_BODY_BYTES = 64 * 1024  # a Discord answer is a few hundred bytes; never buffer an unbounded one
-COOLDOWN_PRUNE_AT = 1024
-MERGED_SUBJECTS_MAX = 10  # a burst of 3,000 peers keeps 10 names in memory and on Discord, and counts the rest
-QUEUE_FULL_REPORT_SEC = 60.0  # during one queue_full episode, at most one discord.failed per this many seconds
-COLOURS = {"info": 0x3498DB, "warning": 0xE67E22, "error": 0xE74C3C, "critical": 0x992D22}
-OTHER_COLOUR = 0x95A5A6
 _T = TypeVar("_T")
-
-
-@dataclass(frozen=True)
-class Notification:
-    """One message for Discord; `id` is the correlation_id of its discord.* events."""
-
-    kind: str
-    title: str
-    description: str
-    severity: str = "info"
-    subject: str = ""
-    id: str = field(default_factory=lambda: str(uuid.uuid4()))
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """Attempts and waits per notification (module docstring); tests shorten them."""
-
-    max_attempts: int = 5
-    backoff_base_sec: float = 1.0
-    backoff_cap_sec: float = 60.0
-    max_wait_sec: float = 300.0
 
 
 @dataclass(frozen=True)
@@ -124,211 +132,7 @@ class DiscordStats:
     coalesced: int = 0  # last and defaulted: added later, positional users of the fields above still work
 
 
-@dataclass(frozen=True)
-class RateLimit:
-    """What one answer says about the rate limit (SPEC: Discord's headers and 429 body)."""
-
-    remaining: int | None = None
-    reset_after_sec: float | None = None
-    retry_after_sec: float | None = None
-    bucket: str | None = None
-    scope: str | None = None
-    is_global: bool = False
-
-
-# -- pure steps ---------------------------------------------------------------------------------
-
-
-def cut(text: str, limit: int) -> str:
-    """`text` within `limit` UTF-16 units (Discord's count is never larger), ending in … when cut."""
-    if len(text) <= limit // 2 or _utf16_len(text) <= limit:
-        return text
-    out = text[: limit - 1]
-    while _utf16_len(out) > limit - 1:
-        out = out[:-1]
-    return out + ELLIPSIS
-
-
-def _utf16_len(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
-
-
-def build_payload(n: Notification, *, timestamp: str, content: str = "") -> dict[str, Any]:
-    """The webhook JSON for `n`: one embed cut to Discord's limits."""
-    embed: dict[str, Any] = {"color": COLOURS.get(n.severity, OTHER_COLOUR), "timestamp": timestamp}
-    title, description = cut(n.title, TITLE_MAX), cut(n.description, DESCRIPTION_MAX)
-    if title:
-        embed["title"] = title
-    if description or not title:
-        embed["description"] = description or n.kind  # Discord refuses an empty embed
-    embed["footer"] = {"text": cut(" · ".join(p for p in ("swimmy", n.kind, n.subject) if p), FOOTER_MAX)}
-    payload: dict[str, Any] = {"username": "swimmy", "embeds": [embed], "allowed_mentions": {"parse": []}}
-    if content:
-        payload["content"] = cut(content, CONTENT_MAX)
-    return payload
-
-
-def heartbeat_notification(status: str, figures: Mapping[str, Any]) -> Notification:
-    """The periodic summary as a heartbeat Notification: the status in the title, one line per figure."""
-    return Notification(
-        kind=HEARTBEAT_KIND,
-        title=f"swimmy heartbeat: {status}",
-        description="\n".join(f"**{key}**: {value}" for key, value in figures.items()),
-        severity="info" if status == "OK" else "warning",
-    )
-
-
-def title_head(n: Notification) -> str:
-    """`n`'s title without its subject ("Peer silent: worker-a" -> "Peer silent"), or its kind if nothing is left."""
-    head = n.title
-    if n.subject and head.endswith(n.subject):
-        head = head[: -len(n.subject)].rstrip().rstrip(":").rstrip()
-    return head or n.kind
-
-
-def summary_notification(
-    first: Notification, count: int, subjects: Sequence[str], named: int, head: str | None = None,
-) -> Notification:
-    """The one message for `count` merged alerts of `first.kind`: the count, the first subjects, `first`'s text.
-
-    `subjects` are the first distinct subjects kept, `named` how many of the `count` alerts had one of them, and
-    `head` the title they share without their subjects (by default `first`'s).
-    """
-    if count <= 1:
-        return first
-    head = head or title_head(first)
-    names = ", ".join(subjects)
-    more = count - named if subjects else 0
-    listed = names + (f", {ELLIPSIS} (and {more} more)" if more > 0 else "")
-    title = f"{count} {TIMES} {head}" + (f": {listed}" if listed else "")
-    lead = f"{count} {first.kind} alerts arrived while the first waited to be sent"
-    description = f"{lead}: {listed}." if listed else f"{lead}."
-    if first.description:
-        description += f"\n\nThe first: {first.description}"
-    return replace(first, title=title, description=description)
-
-
-def _seconds(value: Any) -> float | None:
-    """A non-negative finite number of seconds, or None for anything else."""
-    if isinstance(value, bool):
-        return None
-    try:
-        sec = float(value)
-    except (TypeError, ValueError):
-        return None
-    return sec if math.isfinite(sec) and sec >= 0 else None
-
-
-def read_rate_limit(headers: Mapping[str, str], body: Mapping[str, Any] | None) -> RateLimit:
-    """Discord's rate-limit headers and 429 body; the retry-after is the longer of header and body."""
-    h = {k.lower(): v for k, v in headers.items()}
-    body = body or {}
-    remaining: int | None
-    try:
-        remaining = int(h["x-ratelimit-remaining"])
-    except (KeyError, ValueError):
-        remaining = None
-    waits = [s for s in (_seconds(h.get("retry-after")), _seconds(body.get("retry_after"))) if s is not None]
-    scope = h.get("x-ratelimit-scope")
-    is_global = h.get("x-ratelimit-global", "").lower() == "true" or scope == "global" or body.get("global") is True
-    return RateLimit(
-        remaining=remaining,
-        reset_after_sec=_seconds(h.get("x-ratelimit-reset-after")),
-        retry_after_sec=max(waits) if waits else None,
-        bucket=h.get("x-ratelimit-bucket"),
-        scope=scope,
-        is_global=is_global,
-    )
-
-
-def backoff_sec(attempt: int, policy: RetryPolicy) -> float:
-    """The wait after failed attempt `attempt` (1-based): base doubling, capped."""
-    return backoff_for_attempt(attempt, base_sec=policy.backoff_base_sec, cap_sec=policy.backoff_cap_sec)
-
-
-def secret_fragments(urls: list[Secret]) -> tuple[str, ...]:
-    """Strings to scrub from anything emitted: each URL as given and normalised, its path and token."""
-    found: set[str] = set()
-    for secret in urls:
-        raw = secret.reveal()
-        found.add(raw)
-        with contextlib.suppress(ValueError, TypeError):
-            url = URL(raw)
-            found.update((str(url), url.path, url.raw_path, url.name))
-        found.update(part for part in raw.split("/") if len(part) >= 16)  # a webhook token, however the URL reads
-    return tuple(sorted((s for s in found if len(s) >= 8), key=len, reverse=True))
-
-
-def scrub(value: Any, fragments: tuple[str, ...]) -> Any:
-    """`value` with every fragment replaced by *** in its strings (dicts and lists walked)."""
-    if isinstance(value, str):
-        for frag in fragments:
-            if frag in value:
-                value = value.replace(frag, "***")
-        return value
-    if isinstance(value, dict):
-        return {k: scrub(v, fragments) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [scrub(v, fragments) for v in value]
-    return value
-
-
-def describe_error(exc: BaseException) -> tuple[str, str, bool]:
-    """(reason, error text, retryable) for a request that got no answer; the text never carries the URL."""
-    name = type(exc).__name__
-    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
-        return "invalid_url", name, False
-    if isinstance(exc, TimeoutError):
-        return "timeout", name, True
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return "connection_error", f"{name}: name lookup failed", True
-    errno = getattr(exc, "errno", None)
-    if isinstance(errno, int) and errno > 0:
-        return "connection_error", f"{name}: {os.strerror(errno)}", True
-    return "connection_error", name, True
-
-
 # -- the service --------------------------------------------------------------------------------
-
-
-@dataclass
-class _Pending:
-    notification: Notification
-    timestamp: str
-    queued_mono: float
-    count: int = 1  # alerts merged into this entry, the first included
-    subjects: list[str] = field(init=False)  # the first MERGED_SUBJECTS_MAX distinct ones
-    named: int = field(init=False)  # how many of `count` had a subject in `subjects`
-    head: str = field(init=False)  # the title the merged alerts share without their subjects, else the kind
-
-    def __post_init__(self) -> None:
-        subject = self.notification.subject
-        self.subjects, self.named = ([subject], 1) if subject else ([], 0)
-        self.head = title_head(self.notification)
-
-    def merge(self, n: Notification) -> None:
-        """Take one more alert of the same kind: count it, keep its subject while there is room."""
-        self.count += 1
-        if title_head(n) != self.head:  # "Promoted to A: x" and "Promoted to S: y" share no title but the kind
-            self.head = n.kind
-        if n.subject in self.subjects:
-            self.named += 1
-        elif n.subject and len(self.subjects) < MERGED_SUBJECTS_MAX:
-            self.subjects.append(n.subject)
-            self.named += 1
-
-    def render(self) -> Notification:
-        """The notification to send: the alert itself, or the summary of the merged burst."""
-        return summary_notification(self.notification, self.count, self.subjects, self.named, self.head)
-
-
-@dataclass
-class _DropEpisode:
-    """Drops on a full queue until a notification is queued again: reported at first, then at most every 60 s."""
-
-    reported_mono: float  # when the last queue_full event was emitted
-    unreported: int = 0  # drops since then
-    first_unreported: Notification | None = None  # the first of them: its id, kind and subject name the event
 
 
 @dataclass
@@ -350,7 +154,7 @@ class _NoAnswer:
     retryable: bool
 
 
-class DiscordNotifier:
+class DiscordNotifier(DiscordIntake):
     """Delivers Notifications to the Discord webhooks with bounded memory, honest outcomes and no leaked URL."""
 
     def __init__(
@@ -373,9 +177,9 @@ class DiscordNotifier:
         self._alerts_url = alerts_url or heartbeat_url
         self.dry = self._alerts_url is None
         self._fragments = secret_fragments([u for u in (heartbeat_url, alerts_url) if u is not None])
-        self._queue: deque[_Pending] = deque()
-        self._waiting: dict[str, _Pending] = {}  # alert kind -> its queued entry, the one later alerts merge into
-        self._drops: _DropEpisode | None = None
+        self._queue: deque[Pending] = deque()
+        self._waiting: dict[str, Pending] = {}  # alert kind -> its queued entry, the one later alerts merge into
+        self._drops: DropEpisode | None = None
         self._work = asyncio.Event()
         self._last_alert: dict[tuple[str, str], float] = {}
         self._buckets: dict[str, _Bucket] = {}
@@ -403,76 +207,6 @@ class DiscordNotifier:
     def update_config(self, cfg: DiscordConfig) -> None:
         """SIGHUP: new mute list, cooldown, timeout and queue size; URLs stay as read at start."""
         self._cfg = cfg
-
-    # -- intake -----------------------------------------------------------------------------------
-
-    def submit(self, n: Notification) -> bool:
-        """Queue `n`, or merge it into the waiting alert of its kind; False when muted, cooling down or dropped."""
-        if n.kind in self._cfg.mute:
-            self.muted += 1
-            return False
-        now = self._clock.monotonic()
-        key = (n.kind, n.subject)
-        if n.kind != HEARTBEAT_KIND:
-            last = self._last_alert.get(key)
-            if last is not None and now - last < self._cfg.alert_cooldown_sec:
-                self.suppressed += 1
-                return False
-        pending = _Pending(n, self._clock.now_utc().isoformat(), now)
-        if n.kind == HEARTBEAT_KIND:
-            for i, queued in enumerate(self._queue):
-                if queued.notification.kind == HEARTBEAT_KIND:
-                    self._queue[i] = pending
-                    self.replaced += 1
-                    return True
-        else:
-            waiting = self._waiting.get(n.kind)
-            if waiting is not None:
-                waiting.merge(n)
-                self.coalesced += 1
-                self._remember_alert(key, now)
-                return True
-        if len(self._queue) >= self._cfg.queue_size:
-            self._drop(n, now)
-            return False
-        self._end_drop_episode()
-        if n.kind != HEARTBEAT_KIND:
-            self._remember_alert(key, now)
-            self._waiting[n.kind] = pending
-        self._queue.append(pending)
-        self._work.set()
-        return True
-
-    def _drop(self, n: Notification, now: float) -> None:
-        """Count a drop; emit queue_full for the first of an episode, then at most once per QUEUE_FULL_REPORT_SEC."""
-        self.dropped += 1
-        episode = self._drops
-        if episode is None:
-            self._drops = _DropEpisode(reported_mono=now)
-            self._queue_full_event(n, 1)
-            return
-        if episode.first_unreported is None:
-            episode.first_unreported = n
-        episode.unreported += 1
-        if now - episode.reported_mono >= QUEUE_FULL_REPORT_SEC:
-            self._queue_full_event(episode.first_unreported, episode.unreported)
-            episode.reported_mono, episode.unreported, episode.first_unreported = now, 0, None
-
-    def _end_drop_episode(self) -> None:
-        """The queue took a notification again: account for the drops not yet reported, in one last event."""
-        episode, self._drops = self._drops, None
-        if episode is not None and episode.first_unreported is not None:
-            self._queue_full_event(episode.first_unreported, episode.unreported)
-
-    def _queue_full_event(self, n: Notification, count: int) -> None:
-        self._event("discord.failed", "warning", n, {"attempts": 0, "status_code": None, "reason": "queue_full",
-                                                    "error": f"queue full ({self._cfg.queue_size})", "count": count})
-
-    def _remember_alert(self, key: tuple[str, str], now: float) -> None:
-        if len(self._last_alert) >= COOLDOWN_PRUNE_AT:  # subjects come and go (strategies): forget expired ones
-            cooldown = self._cfg.alert_cooldown_sec
-            self._last_alert = {k: t for k, t in self._last_alert.items() if now - t < cooldown}
-        self._last_alert[key] = now
 
     # -- delivery ---------------------------------------------------------------------------------
 
@@ -512,7 +246,7 @@ class DiscordNotifier:
         if session is not None:
             await session.close()
 
-    async def _deliver(self, pending: _Pending) -> None:
+    async def _deliver(self, pending: Pending) -> None:
         n = pending.render()
         url = self._heartbeat_url if n.kind == HEARTBEAT_KIND else self._alerts_url
         payload = build_payload(n, timestamp=pending.timestamp)
@@ -646,8 +380,3 @@ class DiscordNotifier:
             if isinstance(body.get("message"), str):
                 data["discord_message"] = body["message"][:200]
         self._event("discord.failed", "error", n, data)
-
-    def _event(self, event_type: str, severity: str, n: Notification, data: dict[str, Any]) -> None:
-        data = {"kind": n.kind, "subject": n.subject, **data}
-        self._emit(event_type, service=SERVICE, severity=severity, correlation_id=n.id,
-                   data=scrub(data, self._fragments))

@@ -92,6 +92,8 @@ class Notifier:
         self._sock: socket.socket | None = None
         if self.socket_name and not self.enabled:
             self.last_error = f"unsupported NOTIFY_SOCKET {self.socket_name!r}: notifications are off"
+        self._watchdog_at: float | None = None
+        self._last_status = ""
 
     def ready(self, status: str | None = None) -> None:
         """READY=1: start-up (or a reload) is complete; optionally with a STATUS= line."""
@@ -108,6 +110,16 @@ class Notifier:
         """WATCHDOG=1; a no-op unless systemd armed a watchdog for this process."""
         if self.watchdog_interval_sec is not None:
             self._send(["WATCHDOG=1"])
+
+    def tick(self, now: float, progressing: bool, status: str) -> None:
+        """Once a second: WATCHDOG=1 at half the watchdog interval, only while every task makes progress
+        (`progressing`); STATUS= when the line changed."""
+        if watchdog_due(self._watchdog_at, now, self.watchdog_interval_sec, progressing):
+            self.watchdog()
+            self._watchdog_at = now
+        if status != self._last_status:
+            self._last_status = status
+            self.status(status)
 
     def stopping(self) -> None:
         """STOPPING=1: the stop has begun (systemd stops the watchdog and starts TimeoutStopSec)."""
