@@ -9,7 +9,7 @@ with SL 20 / TP 40 pips; the same at 100,000 bars. Target: <= 100 ms a backtest,
 bars it is issue 13's; at 100k it shows the fixed costs, in ns a bar).
 
 Also, as information: what numba costs a fresh process (the engine's loops are compiled by numba and cached
-beside swimmy/backtest/kernels.py): `import numba` (time and RSS), and `engine.warm_up()` (every kernel a
+beside swimmy/backtest/kernels*.py): `import numba` (time and RSS), and `engine.warm_up()` (every kernel a
 worker needs) with an empty cache (the compile, once per machine and source version) and with a warm one
 (what each new worker pays).
 

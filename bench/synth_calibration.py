@@ -15,7 +15,7 @@ slippage 0.2 pips, pip 0.0001, the config's defaults) and the best annualised Sh
 The header gives the planted trend's variance ratios (swimmy.backtest.synth.variance_ratio: how much more a week, a
 month, a year moves than the bar volatility says; 1 for a random walk). The last lines give the mean and range
 over the seeds. The module docstring of
-swimmy.backtest.synth quotes this report's sma_cross columns for seeds 0-4. A report, not a test: exit 0.
+swimmy.backtest.synthseries quotes this report's sma_cross columns for seeds 0-4. A report, not a test: exit 0.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""The import direction of docs/architecture.md holds (import-linter's contracts in pyproject.toml)."""
+"""The import direction of docs/architecture.md holds (import-linter's contracts in pyproject.toml), and no
+module of swimmy/ grows past the size a reader takes in at once."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+MAX_LINES = 400
 
 
 def test_layers_contract_is_kept() -> None:
@@ -16,3 +18,7 @@ def test_layers_contract_is_kept() -> None:
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-2000:]
     assert "0 broken" in done.stdout
 
+
+def test_no_module_over_400_lines() -> None:
+    sizes = {p.relative_to(ROOT).as_posix(): len(p.read_text().splitlines()) for p in (ROOT / "swimmy").rglob("*.py")}
+    assert {path: n for path, n in sizes.items() if n > MAX_LINES} == {}

@@ -1,9 +1,10 @@
 """The backtest engine (SPEC §4, docs/metrics.md): bars + strategy rules -> trades, per-bar returns, metrics.
 
 The orchestration and the per-trade arithmetic are numpy; the passes over every bar (indicators, signals,
-each trade's walk to its stop or target, the marked-to-market returns) are compiled loops in kernels.py.
-kernels.py imports numba (~0.2 s and ~80 MB of RSS), so it is imported inside the functions that compute:
-processes that only need Bars (the daemon, the data tools) never load it.
+each trade's walk to its stop or target, the marked-to-market returns) are compiled loops in kernelsignals.py
+and kerneltrades.py. They import numba (~0.2 s and ~80 MB of RSS), so they are imported inside the functions
+that compute: processes that only need Bars (the daemon, the data tools) never load it. The indicators and
+the families' signals live in indicators.py; the names tests and benches import from here still do.
 """
 
 from __future__ import annotations
@@ -15,13 +16,43 @@ from datetime import UTC, datetime
 import numpy as np
 import numpy.typing as npt
 
+from swimmy.backtest.indicators import (
+    TIE_TOLERANCE,
+    bollinger,
+    ema,
+    entry_signals,
+    family_signals,
+    rolling_max,
+    rsi,
+    sma,
+)
+from swimmy.backtest.indicators import _cross_state as _cross_state  # re-exported: tests and bench import it here
 from swimmy.backtest.metrics import PIPS_DECIMALS, compute_metrics, returns_sketch
 from swimmy.backtest.strategies import StrategySpec, pip_size, validate
 from swimmy.errors import BacktestError, DataError
 
+__all__ = [
+    "EXIT_REASONS",
+    "TIE_TOLERANCE",
+    "BacktestResult",
+    "Bars",
+    "Costs",
+    "Simulation",
+    "Trade",
+    "bollinger",
+    "ema",
+    "entry_signals",
+    "family_signals",
+    "rolling_max",
+    "rsi",
+    "run_backtest",
+    "simulate",
+    "sma",
+    "warm_up",
+]
+
 FloatArray = npt.NDArray[np.float64]
 IntArray = npt.NDArray[np.int64]
-SignalArray = npt.NDArray[np.int8]
 
 EXIT_REASONS: tuple[str, ...] = ("signal", "sl", "tp", "end")
 _SIGNAL, _SL, _TP, _END = range(4)
@@ -237,143 +268,6 @@ def _when(ts: int | None) -> str:
         return str(ts)
 
 
-# --- indicators: full-length arrays, NaN until defined -------------------------------------------------------------
-
-
-def sma(x: FloatArray, n: int) -> FloatArray:
-    """Simple moving average over n bars."""
-    return _window_means(_prefix_sums(x), float(x[0]) if len(x) else 0.0, n)
-
-
-def _prefix_sums(x: FloatArray) -> FloatArray:
-    """cs[i] = Σ (x[:i] - x[0]): deviations from the first price keep the sum small and its rounding error tiny."""
-    cs = np.empty(len(x) + 1)
-    cs[0] = 0.0
-    if len(x):
-        np.cumsum(x - x[0], out=cs[1:])
-    return cs
-
-
-def _window_means(cs: FloatArray, base: float, n: int) -> FloatArray:
-    out = np.full(len(cs) - 1, np.nan)
-    if 0 < n < len(cs):
-        out[n - 1 :] = (cs[n:] - cs[:-n]) / n + base
-    return out
-
-
-def ema(x: FloatArray, n: int) -> FloatArray:
-    """Exponential moving average, alpha = 2/(n+1), seeded with SMA(n) at bar n-1."""
-    from swimmy.backtest import kernels  # numba on first use: see the module docstring
-
-    x = _floats(x)
-    out = np.full(len(x), np.nan)
-    if 0 < n <= len(x):
-        kernels.ewm(x, n - 1, float(x[:n].mean()), 2.0 / (n + 1), out)
-    return out
-
-
-def rsi(close: FloatArray, period: int) -> FloatArray:
-    """Wilder's RSI: averages seeded with the simple mean of the first `period` gains/losses, then alpha = 1/period."""
-    from swimmy.backtest import kernels
-
-    close = _floats(close)
-    out = np.full(len(close), np.nan)
-    if len(close) > period:
-        change = np.diff(close[: period + 1])
-        gain_seed = float(np.maximum(change, 0.0).mean())
-        loss_seed = float(np.maximum(-change, 0.0).mean())
-        kernels.rsi_values(close, period, gain_seed, loss_seed, out)
-    return out
-
-
-def bollinger(close: FloatArray, period: int, k: float) -> tuple[FloatArray, FloatArray]:
-    """Upper and lower Bollinger bands: SMA(period) ± k·std, std the population std over the same window."""
-    from swimmy.backtest import kernels
-
-    close = _floats(close)
-    upper, lower = np.empty(len(close)), np.empty(len(close))
-    kernels.bollinger_breakouts(close, period, float(k), upper, lower, np.empty(0, dtype=np.int8))
-    return upper, lower
-
-
-def rolling_max(x: FloatArray, w: int) -> FloatArray:
-    """out[i] = max(x[i : i + w]) for every full window (van Herk/Gil-Werman: O(n) whatever w)."""
-    from swimmy.backtest import kernels
-
-    x = _floats(x)
-    out = np.empty(max(len(x) - w + 1, 0))
-    if len(out):
-        kernels.rolling_max(x, w, 1.0, out)
-    return out
-
-
-def _floats(x: FloatArray) -> FloatArray:
-    """x as a plain float64 array: what a compiled loop takes (an ndarray subclass or a list is not)."""
-    return np.asarray(x, dtype=np.float64)
-
-
-# --- signals ---------------------------------------------------------------------------------------------------------
-
-
-def family_signals(
-    spec: StrategySpec, o: FloatArray, h: FloatArray, lo: FloatArray, c: FloatArray
-) -> tuple[SignalArray, bool]:
-    """Per bar, read at its close: the cross families' state (+1/-1, 0 = no change) or the others' signal events."""
-    from swimmy.backtest import kernels
-
-    p = spec.params
-    out = np.empty(len(c), dtype=np.int8)
-    if spec.family == "sma_cross":
-        kernels.sma_cross_states(c, int(p["fast"]), int(p["slow"]), TIE_TOLERANCE, out)
-        return out, True
-    if spec.family == "ema_cross":
-        fast, slow = int(p["fast"]), int(p["slow"])
-        # ema()'s seeds, SMA(n) at bar n-1; with fewer than `slow` bars there is no slow EMA (all 0).
-        seeds = (float(c[:fast].mean()), float(c[:slow].mean())) if slow <= len(c) else (0.0, 0.0)
-        kernels.ema_cross_states(c, fast, slow, *seeds, TIE_TOLERANCE, out)
-        return out, True
-    period = int(p["period"])
-    if spec.family == "rsi_reversion":
-        kernels.level_cross_events(rsi(c, period), float(p["lower"]), float(p["upper"]), out)
-    elif spec.family == "bollinger_breakout":
-        no_bands = np.empty(0)
-        kernels.bollinger_breakouts(c, period, float(p["k"]), no_bands, no_bands, out)
-    else:
-        # donchian_breakout: the channel of bar t is bars t-period .. t-1 (bar t excluded).
-        kernels.channel_breakout_events(h, lo, c, period, out)
-    return out, False
-
-
-# Two averages that are equal in exact arithmetic differ by rounding noise (~1e-14 on FX quotes) in
-# floats, and a noisy sign at a tie is a false cross (SPEC §4: equal changes nothing). A difference
-# within this share of the price is a tie; real crosses are millions of times wider.
-TIE_TOLERANCE = 1e-11
-
-
-def _cross_state(fast: FloatArray, slow: FloatArray, c: FloatArray) -> SignalArray:
-    from swimmy.backtest import kernels
-
-    out = np.empty(len(c), dtype=np.int8)
-    kernels.cross_states(_floats(fast), _floats(slow), _floats(c), TIE_TOLERANCE, out)
-    return out
-
-
-
-def entry_signals(ev: SignalArray, s: int, *, is_state: bool) -> tuple[IntArray, IntArray]:
-    """The range-local bars whose open a signal acts at (read at the close before) and the signals' sides.
-
-    `ev` holds one value per bar up to the range's end. A cross family's first value is the state it holds
-    at the close before the range (it holds that side from the range's first open), then each change of
-    state; the other families' values are their signal events as they are. A signal on the last bar is dropped.
-    """
-    from swimmy.backtest import kernels
-
-    at = np.empty(len(ev) - s, dtype=np.int64)
-    side = np.empty(len(ev) - s, dtype=np.int64)
-    k = (kernels.state_entries if is_state else kernels.event_entries)(ev, s, at, side)
-    return at[:k], side[:k]
-
-
 # --- positions -------------------------------------------------------------------------------------------------------
 
 
@@ -415,7 +309,7 @@ def _fills_with_stops(
     tp_dist: float,
 ) -> _Fills:
     """Walk trade by trade: each trade ends at its first SL/TP bar, the opposite signal, or the range's last close."""
-    from swimmy.backtest import kernels
+    from swimmy.backtest import kerneltrades
 
     # Each signal's levels, should it open a trade; a level the strategy doesn't have is never touched. The arrays
     # share allocations: past numpy's 4 MB huge-page threshold when signals are many, they cost few page faults.
@@ -431,23 +325,23 @@ def _fills_with_stops(
         np.multiply(side, np.inf, out=target)
     entry, exit_, sides, reason = np.empty((4, n), dtype=np.int64)  # room for one trade per signal
     price = np.empty(n)
-    t = kernels.fills_with_stops(at, side, o, h, lo, c, stop, target, entry, exit_, sides, price, reason)
+    t = kerneltrades.fills_with_stops(at, side, o, h, lo, c, stop, target, entry, exit_, sides, price, reason)
     return _Fills(entry[:t], exit_[:t], sides[:t], price[:t], reason[:t])
 
 
 def _levels(o: FloatArray, at: IntArray, side: IntArray, dist: float, out: FloatArray) -> None:
     """out = round(o[at] + side·dist, _LEVEL_DECIMALS), equal to Python's round (the exact decimal rounding)."""
-    from swimmy.backtest import kernels
+    from swimmy.backtest import kerneltrades
 
-    if kernels.round_levels(o, at, side, dist, 10.0**_LEVEL_DECIMALS, out):
+    if kerneltrades.round_levels(o, at, side, dist, 10.0**_LEVEL_DECIMALS, out):
         for n in np.flatnonzero(np.isnan(out)):
             out[n] = round(float(o[at[n]]) + int(side[n]) * dist, _LEVEL_DECIMALS)
 
 
 def _bar_returns(o: FloatArray, c: FloatArray, f: _Fills, cost: float) -> FloatArray:
     """Marked-to-market simple return of every bar: a carried leg and a leg entered at the open, a + b + a·b."""
-    from swimmy.backtest import kernels
+    from swimmy.backtest import kerneltrades
 
     r = np.empty(len(o))
-    kernels.bar_returns(o, c, f.entry, f.exit, f.side, f.exit_price, cost, r)
+    kerneltrades.bar_returns(o, c, f.entry, f.exit, f.side, f.exit_price, cost, r)
     return r

@@ -17,7 +17,7 @@ accepts too, with the same values:
   exact doubles, and IEEE division rounds correctly: m / 10^k is the double nearest the decimal, which is
   what pyarrow's parser (fast_float, correctly rounded) returns. Tested to the bit against it.
 
-The prices, volume and times it returns go through the same checks as the general reader's (formats.py:
+The prices, volume and times it returns go through the same checks as the general reader's (formatbars.py:
 values, time range, zone, order), so a bad value gets the same message with the same line number.
 """
 
@@ -42,7 +42,7 @@ _DOT: Final = 46
 _COLON: Final = 58
 _ZERO: Final = 48
 _MAX_DIGITS: Final = 15
-_MIN_YEAR, _MAX_YEAR = 1900, 2199  # formats.py's range: outside it, the general reader says `bad time`
+_MIN_YEAR, _MAX_YEAR = 1900, 2199  # formattimes.py's range: outside it, the general reader says `bad time`
 _POW10: Final = np.array([10.0**k for k in range(23)])  # 10^0 .. 10^22, each exactly a double
 _MONTH_DAYS: Final = np.array([0, 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31], dtype=np.int64)
 # Below this many bytes one thread parses the whole file (a second would cost more than it saves).

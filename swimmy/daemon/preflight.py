@@ -1,6 +1,6 @@
 """What a valid config needs of the file system, checked before anything starts (exit 2).
 
-`config.py` is pure: it reads only the config file. The paths it names can still be
+`swimmy/config/` is pure: it reads only the config file. The paths it names can still be
 wrong in ways that would let the daemon start and then do nothing, or fail for ever:
 a directory where the telemetry file should be, a data directory that does not exist.
 `swimmy run` and `swimmy config check` refuse those here, naming the key, before a

@@ -5,17 +5,13 @@ from __future__ import annotations
 import os
 import signal
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-import zmq
-from helpers import free_port, read_events, wait_until, write_config
-
-from swimmy.config import load_config
+from helpers import free_port, wait_until, write_config
+from integration.kit import RunningDaemon, StartDaemon
 
 pytestmark = pytest.mark.slow
 
@@ -29,50 +25,21 @@ def fill(disk: Path, keep_free: int) -> Path:
     return filler
 
 
-def heartbeat_status(config: Path) -> str:
-    """The status of the next HEARTBEAT on the daemon's PUB."""
-    ctx = zmq.Context()
-    sub = ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"HEARTBEAT")
-    sub.setsockopt(zmq.RCVTIMEO, 5000)
-    sub.connect(load_config(config).zmq.pub_endpoint)
-    try:
-        _, body = sub.recv_multipart()
-        return str(orjson.loads(body)["status"])
-    finally:
-        sub.close(linger=0)
-        ctx.term()
+def whole_lines_or_none(daemon: RunningDaemon) -> list[dict[str, Any]] | None:
+    """Every line once the file ends with a newline (a torn line fails the test); None while it does not."""
+    return daemon.events(complete=True) if daemon.telemetry.read_bytes().endswith(b"\n") else None
 
 
-def http_get(url: str) -> tuple[int, bytes]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def assert_whole_lines(path: Path) -> list[dict[str, Any]]:
-    """Every line parses and the file ends with a newline (read_events fails on a torn line)."""
-    return read_events(path, complete=True)
-
-
-def whole_lines_or_none(path: Path) -> list[dict[str, Any]] | None:
-    raw = path.read_bytes()
-    return assert_whole_lines(path) if raw.endswith(b"\n") else None
-
-
-def test_full_disk_is_survived_and_recovered(small_disk: Path, daemon_factory: Any, tmp_path: Path) -> None:
+def test_full_disk_is_survived_and_recovered(small_disk: Path, start_daemon: StartDaemon, tmp_path: Path) -> None:
     """ENOSPC: the daemon runs on, no line is torn; after space is freed, telemetry.recovered and events flow."""
     telemetry = small_disk / "telemetry.jsonl"
-    port = free_port()
     config = write_config(
         tmp_path,
         {"telemetry": {"path": str(telemetry), "queue_size": 200_000}, "debug": {"burst_on_start": 3000},
-         "heartbeat": {"interval_sec": 0.2}, "metrics": {"listen": f"127.0.0.1:{port}"}},
+         "heartbeat": {"interval_sec": 0.2}, "metrics": {"listen": f"127.0.0.1:{free_port()}"}},
     )
     filler = fill(small_disk, keep_free=96 * 1024)
-    daemon = daemon_factory(config)
+    daemon = start_daemon(config)
 
     def disk_full_and_writer_stuck() -> bool:
         if not telemetry.exists():
@@ -84,12 +51,14 @@ def test_full_disk_is_survived_and_recovered(small_disk: Path, daemon_factory: A
     wait_until(disk_full_and_writer_stuck, 20, "the disk to fill")
     # A reader may catch the writer between a partial write (ENOSPC mid-batch) and its truncation back to
     # the last whole line; what must hold is that the file settles whole, so a torn tail must not persist.
-    before = wait_until(lambda: whole_lines_or_none(telemetry), 5, "the file to settle on whole lines")
+    before = wait_until(lambda: whole_lines_or_none(daemon), 5, "the file to settle on whole lines")
     assert daemon.proc.poll() is None, "the daemon died of a full disk"
     assert "telemetry.recovered" not in {e["event_type"] for e in before}
-    assert heartbeat_status(config) == "DEGRADED", "the heartbeat must say the daemon knows something is wrong"
-    assert http_get(f"http://127.0.0.1:{port}/healthz")[0] == 200, "alive: a restart would not free the disk"
-    code, body = http_get(f"http://127.0.0.1:{port}/readyz")
+    with daemon.heartbeats() as heartbeats:
+        status = heartbeats.receive()["status"]
+    assert status == "DEGRADED", "the heartbeat must say the daemon knows something is wrong"
+    assert daemon.http_get("/healthz")[0] == 200, "alive: a restart would not free the disk"
+    code, body = daemon.http_get("/readyz")
     assert code == 503 and any("telemetry writes failing: ENOSPC" in r for r in orjson.loads(body)["reasons"])
 
     filler.unlink()
@@ -97,7 +66,7 @@ def test_full_disk_is_survived_and_recovered(small_disk: Path, daemon_factory: A
     # `tail -f` does here; the file at rest is checked whole after the stop.
     events = wait_until(
         lambda: (
-            (ev := read_events(telemetry))
+            (ev := daemon.events())
             and any(e["event_type"] == "telemetry.recovered" for e in ev)
             and sum(e["event_type"] == "debug.burst" for e in ev) == 3000
             and ev
@@ -108,7 +77,7 @@ def test_full_disk_is_survived_and_recovered(small_disk: Path, daemon_factory: A
     assert daemon.proc.poll() is None
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(30) == 0, daemon.stderr
-    events = assert_whole_lines(telemetry)
+    events = daemon.events(complete=True)
     types = [e["event_type"] for e in events]
     recovered = events[types.index("telemetry.recovered")]
     assert recovered["severity"] == "warning"
@@ -124,7 +93,7 @@ def test_full_disk_is_survived_and_recovered(small_disk: Path, daemon_factory: A
 
 
 def test_drain_that_cannot_finish_exits_1_and_counts_the_loss(
-    small_disk: Path, daemon_factory: Any, tmp_path: Path
+    small_disk: Path, start_daemon: StartDaemon, tmp_path: Path
 ) -> None:
     """Stop on a full disk: past drain_timeout_sec the loss is said on stderr and the exit code is 1."""
     telemetry = small_disk / "telemetry.jsonl"
@@ -133,7 +102,7 @@ def test_drain_that_cannot_finish_exits_1_and_counts_the_loss(
         {"telemetry": {"path": str(telemetry), "drain_timeout_sec": 1.5}, "debug": {"burst_on_start": 3000}},
     )
     fill(small_disk, keep_free=32 * 1024)
-    daemon = daemon_factory(config)
+    daemon = start_daemon(config)
     wait_until(
         lambda: telemetry.exists() and os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize < 4096,
         20,
@@ -144,13 +113,13 @@ def test_drain_that_cannot_finish_exits_1_and_counts_the_loss(
     assert "telemetry drain did not finish within 1.5s" in daemon.stderr
     assert "ENOSPC" in daemon.stderr
     lost = int(daemon.stderr.split("events lost")[0].rsplit(":", 1)[1].strip())
-    written = len(assert_whole_lines(telemetry))
+    written = len(daemon.events(complete=True))
     assert lost > 0
     assert written + lost >= 3000
 
 
 def test_a_disk_hovering_at_full_gives_one_outage_not_a_flapping_pair(
-    small_disk: Path, daemon_factory: Any, tmp_path: Path
+    small_disk: Path, start_daemon: StartDaemon, tmp_path: Path
 ) -> None:
     """A few KiB freed on a full disk (less than a batch) is no recovery: no telemetry.recovered until there
     is room, then exactly one failing/recovered pair for the whole outage."""
@@ -163,22 +132,20 @@ def test_a_disk_hovering_at_full_gives_one_outage_not_a_flapping_pair(
     crumb = small_disk / "crumb"
     crumb.write_bytes(b"\0" * 16 * 1024)
     filler = fill(small_disk, keep_free=96 * 1024)
-    daemon = daemon_factory(config)
+    daemon = start_daemon(config)
     wait_until(lambda: telemetry.exists() and os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
                < 4096, 20, "the disk to fill")
-    wait_until(lambda: whole_lines_or_none(telemetry), 5, "the file to settle on whole lines")
+    wait_until(lambda: whole_lines_or_none(daemon), 5, "the file to settle on whole lines")
     crumb.unlink()  # 16 KiB free: a retry would get part of a batch in, and the next batch would fail
     deadline = time.monotonic() + 6.0  # longer than the capped retry backoff (5 s)
     while time.monotonic() < deadline:
-        types = {e["event_type"] for e in read_events(telemetry)}
-        assert "telemetry.recovered" not in types, "a partial write into the last free pages is no recovery"
+        assert not daemon.events("telemetry.recovered"), "a partial write into the last free pages is no recovery"
         time.sleep(0.2)
     filler.unlink()
-    wait_until(lambda: sum(e["event_type"] == "debug.burst" for e in read_events(telemetry)) == 3000, 30,
-               "the rest of the burst")
+    wait_until(lambda: len(daemon.events("debug.burst")) == 3000, 30, "the rest of the burst")
     daemon.signal(signal.SIGTERM)
     assert daemon.wait(30) == 0, daemon.stderr
-    types = [e["event_type"] for e in assert_whole_lines(telemetry)]
+    types = [e["event_type"] for e in daemon.events(complete=True)]
     assert types.count("telemetry.failing") == 1 and types.count("telemetry.recovered") == 1
-    alerts = [e["data"]["kind"] for e in assert_whole_lines(telemetry) if e["event_type"] == "discord.dry_run"]
+    alerts = [e["data"]["kind"] for e in daemon.events("discord.dry_run", complete=True)]
     assert alerts.count("telemetry.failing") == 1 and alerts.count("telemetry.recovered") == 1

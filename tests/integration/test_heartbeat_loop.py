@@ -12,56 +12,33 @@ import orjson
 import pytest
 import zmq
 import zmq.asyncio
-from helpers import read_events, run_cli, wait_until, write_config
+from helpers import run_cli, wait_until, write_config
+from integration.kit import StartDaemon, wait_until_async
 
 from swimmy.cli.peer import Peer
 from swimmy.config import Config, load_config
-from swimmy.daemon.control import request
 from swimmy.wire.messages import ack_body, encode
-from swimmy.wire.zmq import Wire, try_send
+from swimmy.wire.zmq import try_send
 
 pytestmark = pytest.mark.slow
 
 
-def events(tmp_path: Path, event_type: str, **match: Any) -> list[dict[str, Any]]:
-    found = []
-    for e in read_events(tmp_path / "var" / "telemetry.jsonl"):
-        if e["event_type"] == event_type and all(e["data"].get(k) == v for k, v in match.items()):
-            found.append(e)
-    return found
-
-
-async def wait_for(predicate: Any, timeout: float = 10.0, what: str = "condition") -> Any:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not (value := predicate()):
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.02)
-    return value
-
-
-def started(tmp_path: Path) -> bool:
-    return bool(events(tmp_path, "daemon.started"))
-
-
 class TestHeartbeatLoop:
     async def test_a_peer_ack_gives_recv_with_the_matching_correlation_id_and_rtt(
-        self, tmp_path: Path, daemon_factory: Any
+        self, tmp_path: Path, start_daemon: StartDaemon
     ) -> None:
         """heartbeat.recv's correlation id is the id of our heartbeat.sent, and rtt_ms is measured."""
-        config = write_config(tmp_path, {"heartbeat": {"interval_sec": 0.2}})
-        daemon = daemon_factory(config)
-        await wait_for(lambda: started(tmp_path), 20, "start")
-        peer = Peer(load_config(config), "test-peer")
+        daemon = start_daemon(write_config(tmp_path, {"heartbeat": {"interval_sec": 0.2}}))
+        await daemon.wait_for_async("daemon.started", timeout=20)
+        peer = Peer(daemon.cfg, "test-peer")
         task = asyncio.create_task(peer.run())
         try:
-            recv = await wait_for(lambda: events(tmp_path, "heartbeat.recv", source="test-peer"), 20, "an ack")
+            recv = await daemon.wait_for_async("heartbeat.recv", timeout=20, source="test-peer")
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
             peer.close()
-        sent_ids = {e["correlation_id"] for e in events(tmp_path, "heartbeat.sent")}
+        sent_ids = {e["correlation_id"] for e in daemon.events("heartbeat.sent")}
         first = recv[0]
         assert first["correlation_id"] in sent_ids
         assert first["correlation_id"] == first["data"]["ack_of"]
@@ -70,45 +47,42 @@ class TestHeartbeatLoop:
         assert daemon.stop() == 0
 
     async def test_an_oversize_message_is_rejected_and_the_daemon_goes_on(
-        self, tmp_path: Path, daemon_factory: Any
+        self, tmp_path: Path, start_daemon: StartDaemon
     ) -> None:
         """A message over max_message_bytes is message.rejected (oversize); the next good one is handled."""
-        config = write_config(tmp_path)
-        daemon = daemon_factory(config)
-        await wait_for(lambda: started(tmp_path), 20, "start")
-        cfg = load_config(config)
+        daemon = start_daemon(write_config(tmp_path))
+        await daemon.wait_for_async("daemon.started", timeout=20)
         ctx = zmq.asyncio.Context()
         push = ctx.socket(zmq.PUSH)
         push.setsockopt(zmq.LINGER, 1000)
-        push.connect(cfg.zmq.pull_endpoint)
+        push.connect(daemon.cfg.zmq.pull_endpoint)
         big = orjson.dumps({"v": 1, "type": "HEARTBEAT", "source": "big", "status": "OK", "pad": "x" * (2 << 20)})
         await push.send(big)
         await push.send(orjson.dumps({"v": 1, "type": "HEARTBEAT", "source": "after-oversize", "status": "OK"}))
         await push.send(b"\xff not json")
-        await wait_for(lambda: events(tmp_path, "heartbeat.recv", source="after-oversize"), 20, "the good message")
+        await daemon.wait_for_async("heartbeat.recv", timeout=20, source="after-oversize")
         push.close()
         ctx.term()
-        (oversize,) = await wait_for(lambda: events(tmp_path, "message.rejected", reason="oversize"), 10, "rejection")
+        (oversize,) = await daemon.wait_for_async("message.rejected", timeout=10, reason="oversize")
         assert oversize["data"]["bytes"] == len(big)
         assert oversize["severity"] == "warning"
-        assert not events(tmp_path, "heartbeat.recv", source="big")
-        await wait_for(lambda: events(tmp_path, "message.rejected", reason="malformed_json"), 10, "malformed")
+        assert not daemon.events("heartbeat.recv", source="big")
+        await daemon.wait_for_async("message.rejected", timeout=10, reason="malformed_json")
         assert daemon.proc.poll() is None
         assert daemon.stop() == 0
 
     async def test_stop_with_a_peer_gone_and_its_queue_full_completes(
-        self, tmp_path: Path, daemon_factory: Any
+        self, tmp_path: Path, start_daemon: StartDaemon
     ) -> None:
         """A subscriber that never reads, then vanishes: SIGTERM still ends in exit 0 (a hang is a timeout)."""
-        config = write_config(tmp_path, {"heartbeat": {"interval_sec": 0.001}, "zmq": {"sndhwm": 10}})
-        daemon = daemon_factory(config)
-        await wait_for(lambda: started(tmp_path), 20, "start")
+        daemon = start_daemon(write_config(tmp_path, {"heartbeat": {"interval_sec": 0.001}, "zmq": {"sndhwm": 10}}))
+        await daemon.wait_for_async("daemon.started", timeout=20)
         ctx = zmq.Context()
         sub = ctx.socket(zmq.SUB)
         sub.setsockopt(zmq.RCVHWM, 10)
         sub.setsockopt(zmq.SUBSCRIBE, b"")
-        sub.connect(load_config(config).zmq.pub_endpoint)
-        await wait_for(lambda: len(events(tmp_path, "heartbeat.sent")) > 500, 30, "heartbeats to pile up")
+        sub.connect(daemon.cfg.zmq.pub_endpoint)
+        await daemon.wait_for_async("heartbeat.sent", count=501, timeout=30)  # heartbeats pile up
         sub.close(linger=0)
         ctx.term()
         daemon.signal(signal.SIGTERM)
@@ -116,21 +90,20 @@ class TestHeartbeatLoop:
 
 
 class TestControl:
-    def test_heartbeat_now_sends_a_pub_and_a_discord_heartbeat(self, tmp_path: Path, daemon_factory: Any) -> None:
+    def test_heartbeat_now_sends_a_pub_and_a_discord_heartbeat(self, tmp_path: Path, start_daemon: StartDaemon) -> None:
         """`swimmy heartbeat now` exits 0; the PUB heartbeat, the Discord summary and the command are in the stream."""
-        config = write_config(tmp_path)
-        daemon = daemon_factory(config)
-        wait_until(lambda: started(tmp_path), 20, "start")
-        result = run_cli("heartbeat", "now", "--config", str(config))
+        daemon = start_daemon(write_config(tmp_path))
+        daemon.wait_started()
+        result = daemon.cli("heartbeat", "now")
         assert result.returncode == 0, result.stderr
         hb_id = result.stdout.split("heartbeat_id: ")[1].split()[0]
         assert "discord: dry run: no webhook URL configured" in result.stdout
-        wait_until(lambda: [e for e in events(tmp_path, "heartbeat.sent") if e["correlation_id"] == hb_id], 10, "hb")
-        (command,) = wait_until(lambda: events(tmp_path, "control.command", command="heartbeat.now"), 10, "command")
+        wait_until(lambda: [e for e in daemon.events("heartbeat.sent") if e["correlation_id"] == hb_id], 10, "hb")
+        (command,) = daemon.wait_for("control.command", timeout=10, command="heartbeat.now")
         assert command["data"]["accepted"] is True
-        (queued,) = events(tmp_path, "heartbeat.discord_sent")
+        (queued,) = daemon.events("heartbeat.discord_sent")
         assert queued["data"]["status"] == "queued" and queued["service"] == "engine"
-        dry = wait_until(lambda: [e for e in events(tmp_path, "discord.dry_run") if e["correlation_id"] ==
+        dry = wait_until(lambda: [e for e in daemon.events("discord.dry_run") if e["correlation_id"] ==
                                   queued["correlation_id"]], 10, "the dry run of that summary")
         assert "swimmy heartbeat" in dry[0]["data"]["title"]
         assert daemon.stop() == 0
@@ -144,59 +117,47 @@ class TestControl:
         assert endpoint in result.stderr
         assert "within 0.5s" in result.stderr
 
-    async def test_a_slow_command_does_not_block_the_others(self, tmp_path: Path, daemon_factory: Any) -> None:
+    async def test_a_slow_command_does_not_block_the_others(self, tmp_path: Path, start_daemon: StartDaemon) -> None:
         """While one command sleeps, another is answered; unknown commands are refused with exit code 2."""
-        config = write_config(tmp_path, {"debug": {"enabled": True}})
-        daemon = daemon_factory(config)
-        await wait_for(lambda: started(tmp_path), 20, "start")
-        cfg = load_config(config)
-        wire = Wire(cfg.zmq)
-        try:
-            slow = asyncio.create_task(request(wire, cfg.control.endpoint, "debug.sleep", {"seconds": 3},
-                                               timeout_sec=10, curve=False))
+        daemon = start_daemon(write_config(tmp_path, {"debug": {"enabled": True}}))
+        await daemon.wait_for_async("daemon.started", timeout=20)
+        async with daemon.control() as control:
+            slow = asyncio.create_task(control.request("debug.sleep", seconds=3, timeout_sec=10))
             await asyncio.sleep(0.2)
-            pong = await request(wire, cfg.control.endpoint, "ping", timeout_sec=2, curve=False)
+            pong = await control.request("ping", timeout_sec=2)
             assert pong["ok"] is True and pong["result"]["status"] == "OK"
             assert not slow.done()
-            unknown = await request(wire, cfg.control.endpoint, "no.such", timeout_sec=2, curve=False)
+            unknown = await control.request("no.such", timeout_sec=2)
             assert unknown["ok"] is False and unknown["exit_code"] == 2
             assert "unknown command 'no.such'" in unknown["error"]
             assert (await slow)["ok"] is True
-        finally:
-            wire.close()
         assert daemon.stop() == 0
 
 
 class TestControlAdmission:
-    async def test_two_hundred_concurrent_pings_are_all_answered(self, tmp_path: Path, daemon_factory: Any) -> None:
+    async def test_two_hundred_concurrent_pings_are_all_answered(
+        self, tmp_path: Path, start_daemon: StartDaemon
+    ) -> None:
         """Instant commands are answered inline: 200 clients at once, none told "busy"."""
-        config = write_config(tmp_path)
-        daemon = daemon_factory(config)
-        await wait_for(lambda: started(tmp_path), 20, "start")
-        cfg = load_config(config)
-        wire = Wire(cfg.zmq)
-        try:
-            replies = await asyncio.gather(*(request(wire, cfg.control.endpoint, "ping", timeout_sec=20, curve=False)
-                                             for _ in range(200)))
-        finally:
-            wire.close()
+        daemon = start_daemon(write_config(tmp_path))
+        await daemon.wait_for_async("daemon.started", timeout=20)
+        async with daemon.control() as control:
+            replies = await asyncio.gather(*(control.request("ping", timeout_sec=20) for _ in range(200)))
         assert [r["ok"] for r in replies] == [True] * 200, [r.get("error") for r in replies if not r["ok"]][:3]
         assert daemon.stop() == 0
 
     async def test_a_flood_is_served_and_only_running_slow_commands_count_against_the_cap(
-        self, tmp_path: Path, daemon_factory: Any
+        self, tmp_path: Path, start_daemon: StartDaemon
     ) -> None:
         """5,000 pings in a flood all get "ok" while 40 slow commands get 32 slots and 8 honest "busy" replies."""
-        config = write_config(tmp_path, {"debug": {"enabled": True}})
-        daemon = daemon_factory(config)
-        await wait_for(lambda: started(tmp_path), 20, "start")
-        endpoint = load_config(config).control.endpoint
+        daemon = start_daemon(write_config(tmp_path, {"debug": {"enabled": True}}))
+        await daemon.wait_for_async("daemon.started", timeout=20)
         ctx = zmq.asyncio.Context()
         sockets = [ctx.socket(zmq.DEALER) for _ in range(6)]
         for sock in sockets:
             sock.setsockopt(zmq.SNDHWM, 0)
             sock.setsockopt(zmq.RCVHWM, 0)
-            sock.connect(endpoint)
+            sock.connect(daemon.cfg.control.endpoint)
 
         def body(i: int, command: str, args: dict[str, Any]) -> bytes:
             return orjson.dumps({"v": 1, "type": "COMMAND", "id": f"{command}-{i}", "command": command,
@@ -233,22 +194,21 @@ class TestControlAdmission:
 
 class TestPeerFlood:
     async def test_forged_heartbeats_neither_evict_real_peers_nor_flood_discord(
-        self, tmp_path: Path, daemon_factory: Any
+        self, tmp_path: Path, start_daemon: StartDaemon
     ) -> None:
         """3,000 made-up sources: the known peer and the worker stay, the rest is bounded and counted,
         their silence reaches Discord as one summary, and no alert is lost to a full queue."""
-        config = write_config(tmp_path, {
+        daemon = start_daemon(write_config(tmp_path, {
             "workers": {"embedded": 1}, "heartbeat": {"interval_sec": 0.3, "peer_timeout_sec": 1.5,
                                                       "known_peers": ["trader"]},
             "snapshots": {"interval_sec": 0.2},
-        })
-        daemon = daemon_factory(config)
-        await wait_for(lambda: events(tmp_path, "worker.ready"), 30, "the worker's READY")
-        await wait_for(lambda: events(tmp_path, "heartbeat.recv", source="worker-embedded-1"), 20, "a worker ack")
+        }))
+        await daemon.wait_for_async("worker.ready", timeout=30)  # the worker's READY
+        await daemon.wait_for_async("heartbeat.recv", timeout=20, source="worker-embedded-1")  # a worker ack
         ctx = zmq.asyncio.Context()
         push = ctx.socket(zmq.PUSH)
         push.setsockopt(zmq.SNDHWM, 0)
-        push.connect(load_config(config).zmq.pull_endpoint)
+        push.connect(daemon.cfg.zmq.pull_endpoint)
 
         def heartbeat(source: str) -> bytes:
             return orjson.dumps({"v": 1, "type": "HEARTBEAT", "source": source, "status": "OK"})
@@ -263,9 +223,9 @@ class TestPeerFlood:
             while loop.time() < until:
                 await push.send(heartbeat("trader"))
                 await asyncio.sleep(0.3)
-            silent = await wait_for(lambda: len(events(tmp_path, "peer.silent")) >= 1024 and
-                                    events(tmp_path, "peer.silent"), 20, "the forged sources' silence")
-            figures = await wait_for(lambda: metrics.exists() and orjson.loads(metrics.read_bytes()), 10, "snapshot")
+            silent = await daemon.wait_for_async("peer.silent", count=1024, timeout=20)  # the forged sources' silence
+            figures = await wait_until_async(lambda: metrics.exists() and orjson.loads(metrics.read_bytes()), 10,
+                                             "snapshot")
             peers = figures["peers"]
         finally:
             push.close(linger=0)
@@ -273,11 +233,11 @@ class TestPeerFlood:
         assert peers["evicted"] == 3000 - 1024, "only unknown sources are bounded, and every eviction counted"
         assert {"trader", "worker-embedded-1"} <= set(peers["last_seen_age_sec"])
         assert {e["data"]["source"] for e in silent} <= {f"forged-{i}" for i in range(3000)}
-        alerts = [e for e in events(tmp_path, "discord.dry_run") if e["data"].get("kind") == "peer.silent"]
+        alerts = daemon.events("discord.dry_run", kind="peer.silent")
         assert 1 <= len(alerts) <= 3, [a["data"]["title"] for a in alerts]
         assert "\N{MULTIPLICATION SIGN} Peer silent" in alerts[0]["data"]["title"]
-        assert not [e for e in events(tmp_path, "discord.failed") if e["severity"] == "error"]
-        assert not events(tmp_path, "worker.lost"), "the worker must not be pushed out"
+        assert not [e for e in daemon.events("discord.failed") if e["severity"] == "error"]
+        assert not daemon.events("worker.lost"), "the worker must not be pushed out"
         assert daemon.stop() == 0
 
 
@@ -299,25 +259,24 @@ class TestCurve:
         return dataclasses.replace(cfg, zmq=zmq_cfg)
 
     async def test_always_on_loopback_lets_the_authorised_peer_in_and_nobody_else(
-        self, tmp_path: Path, daemon_factory: Any
+        self, tmp_path: Path, start_daemon: StartDaemon
     ) -> None:
         """zmq.curve = "always": the authorised peer exchanges heartbeats; a wrong key gets nothing through."""
         keys = self._keys(tmp_path, "keys")
         rogue_keys = self._keys(tmp_path, "rogue")
-        config = write_config(tmp_path, {
+        daemon = start_daemon(write_config(tmp_path, {
             "heartbeat": {"interval_sec": 0.2},
             "zmq": {"curve": "always", "curve_secret_key_file": str(keys / "server.key_secret"),
                     "curve_public_key_file": str(keys / "server.key"),
                     "curve_authorized_keys_dir": str(keys / "authorized")},
-        })
-        daemon = daemon_factory(config)
-        await wait_for(lambda: started(tmp_path), 20, "start")
-        cfg = load_config(config)
+        }))
+        await daemon.wait_for_async("daemon.started", timeout=20)
+        cfg = daemon.cfg
         good = Peer(self._peer_config(cfg, keys, keys), "good-peer")
         rogue = Peer(self._peer_config(cfg, rogue_keys, keys), "rogue-peer")
         tasks = [asyncio.create_task(good.run()), asyncio.create_task(rogue.run())]
         try:
-            await wait_for(lambda: events(tmp_path, "heartbeat.recv", source="good-peer"), 20, "the good peer")
+            await daemon.wait_for_async("heartbeat.recv", timeout=20, source="good-peer")
             for i in range(5):  # the rogue also talks first, not only in answer
                 try_send(rogue.push, [encode(ack_body(source="rogue-peer", status="OK", hb_id=f"r{i}", ack_of=None))])
             await asyncio.sleep(1.0)  # five more heartbeats: time for the rogue to get one, if it could
@@ -329,8 +288,8 @@ class TestCurve:
             await asyncio.gather(*tasks, return_exceptions=True)
             good.close()
             rogue.close()
-        assert not events(tmp_path, "heartbeat.recv", source="rogue-peer")
-        result = run_cli("heartbeat", "now", "--config", str(config))
+        assert not daemon.events("heartbeat.recv", source="rogue-peer")
+        result = daemon.cli("heartbeat", "now")
         assert result.returncode == 0, result.stderr
         assert daemon.stop() == 0
 

@@ -2,65 +2,29 @@
 
 from __future__ import annotations
 
-import asyncio
 import http.server
 import signal
 import socket
-import subprocess
-import sys
 import threading
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
 import orjson
 import pytest
-from helpers import REPO, free_port, read_events, run_cli, wait_until, write_config
+from helpers import REPO, free_port, run_cli, wait_until, write_config
+from integration.kit import StartDaemon, WorkerProcess
 from prometheus_client.parser import text_string_to_metric_families
-
-from swimmy.config import load_config
-from swimmy.daemon.control import request
-from swimmy.wire.zmq import Wire
 
 pytestmark = pytest.mark.slow
 
 
-def command(config: Path, name: str, **args: Any) -> dict[str, Any]:
-    """One control command to the daemon of `config`, as the CLI sends it."""
-    cfg = load_config(config)
-
-    async def go() -> dict[str, Any]:
-        wire = Wire(cfg.zmq)
-        try:
-            return await request(wire, cfg.control.endpoint, name, args, timeout_sec=10, curve=False)
-        finally:
-            wire.close()
-
-    return asyncio.run(go())
-
-
-def started(tmp_path: Path) -> bool:
-    return any(e["event_type"] == "daemon.started" for e in read_events(tmp_path / "var" / "telemetry.jsonl"))
-
-
-def get(url: str) -> tuple[int, bytes]:
-    """(status, body); (0, b"") while nothing listens yet (the HTTP server starts after daemon.started)."""
-    try:
-        with urllib.request.urlopen(url, timeout=5) as response:
-            return response.status, response.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-    except urllib.error.URLError:
-        return 0, b""
-
-
 class TestSnapshots:
-    def test_a_reader_in_a_tight_loop_never_sees_a_partial_snapshot(self, tmp_path: Path, daemon_factory: Any) -> None:
+    def test_a_reader_in_a_tight_loop_never_sees_a_partial_snapshot(
+        self, tmp_path: Path, start_daemon: StartDaemon
+    ) -> None:
         """metrics.json rewritten every 50 ms: every read parses, and the content changes under the reader."""
-        config = write_config(tmp_path, {"snapshots": {"interval_sec": 0.05}})
-        daemon = daemon_factory(config)
+        daemon = start_daemon(write_config(tmp_path, {"snapshots": {"interval_sec": 0.05}}))
         metrics = tmp_path / "var" / "snapshots" / "metrics.json"
         wait_until(metrics.exists, 20, "the first snapshot")
         seen: set[str] = set()
@@ -73,79 +37,74 @@ class TestSnapshots:
             reads += 1
         assert reads > 200 and len(seen) > 20
         assert daemon.stop() == 0
-        events = read_events(tmp_path / "var" / "telemetry.jsonl")
+        events = daemon.events()
         snap = next(e for e in events if e["event_type"] == "metrics.snapshot")
         assert snap["data"]["path"] == str(metrics) and snap["data"]["bytes"] > 0
         assert any(e["event_type"] == "status.snapshot" and e["service"] == "shell" for e in events)
 
-    def test_status_is_healthy_while_running_and_not_after_stop(self, tmp_path: Path, daemon_factory: Any) -> None:
+    def test_status_is_healthy_while_running_and_not_after_stop(
+        self, tmp_path: Path, start_daemon: StartDaemon
+    ) -> None:
         """`swimmy status` exits 0 on a live daemon, 1 once it stopped, 1 with no snapshot at all."""
         config = write_config(tmp_path, {"snapshots": {"interval_sec": 0.2}})
         assert run_cli("status", "--config", str(config)).returncode == 1
-        daemon = daemon_factory(config)
+        daemon = start_daemon(config)
         wait_until(lambda: (tmp_path / "var" / "snapshots" / "status.json").exists(), 20, "status.json")
-        live = run_cli("status", "--config", str(config))
+        live = daemon.cli("status")
         assert live.returncode == 0, live.stdout
         assert "swimmy: healthy" in live.stdout and "telemetry:" in live.stdout
         assert daemon.stop() == 0
-        after = run_cli("status", "--config", str(config))
+        after = daemon.cli("status")
         assert after.returncode == 1 and "the daemon stopped" in after.stdout
 
 
 class TestHttp:
     def test_metrics_parse_and_healthz_turns_503_when_the_writer_is_stuck(
-        self, tmp_path: Path, daemon_factory: Any
+        self, tmp_path: Path, start_daemon: StartDaemon
     ) -> None:
         """/metrics parses with prometheus_client; /healthz is 200 idle, 503 naming the writer when it stalls."""
-        port = free_port()
-        config = write_config(tmp_path, {"metrics": {"listen": f"127.0.0.1:{port}"}, "debug": {"enabled": True}})
-        daemon = daemon_factory(config)
-        wait_until(lambda: started(tmp_path), 20, "start")
-        base = f"http://127.0.0.1:{port}"
-        status, body = wait_until(lambda: (r := get(f"{base}/healthz")) and r[0] == 200 and r, 20, "healthy")
+        daemon = start_daemon(write_config(tmp_path, {"metrics": {"listen": f"127.0.0.1:{free_port()}"},
+                                                      "debug": {"enabled": True}}))
+        daemon.wait_started()
+        body = daemon.wait_http("/healthz", 200)
         assert orjson.loads(body) == {"status": "ok"}
-        status, body = get(f"{base}/metrics")
+        status, body = daemon.http_get("/metrics")
         assert status == 200
         families = {f.name: f for f in text_string_to_metric_families(body.decode())}
         assert families["swimmy_up"].samples[0].value == 1
         assert "swimmy_telemetry_events_written" in families
         ranks = {s.labels["rank"] for s in families["swimmy_strategies"].samples}
         assert ranks == {"incubator", "B", "A", "S", "graveyard"}
-        assert run_cli("heartbeat", "now", "--config", str(config)).returncode == 0
-        assert command(config, "debug.stall_writer", seconds=7)["ok"]
-        run_cli("heartbeat", "now", "--config", str(config))  # give the writer something to be stuck on
-        status, body = wait_until(lambda: (r := get(f"{base}/healthz")) and r[0] == 503 and r, 20, "503")
+        assert daemon.cli("heartbeat", "now").returncode == 0
+        assert daemon.command("debug.stall_writer", seconds=7)["ok"]
+        daemon.cli("heartbeat", "now")  # give the writer something to be stuck on
+        body = daemon.wait_http("/healthz", 503)
         reasons = orjson.loads(body)["reasons"]
         assert any("telemetry-writer" in r for r in reasons)
         assert daemon.stop() == 0
 
 
     def test_readyz_names_the_degraded_reasons_while_healthz_stays_200(
-        self, tmp_path: Path, daemon_factory: Any
+        self, tmp_path: Path, start_daemon: StartDaemon
     ) -> None:
         """No worker connected: /readyz 503 with the same reason as `swimmy status`; /healthz 200; a worker: 200."""
-        port = free_port()
-        config = write_config(tmp_path, {"metrics": {"listen": f"127.0.0.1:{port}"},
-                                         "backtest": {"worker_timeout_sec": 1}, "snapshots": {"interval_sec": 0.2}})
-        daemon = daemon_factory(config)
-        wait_until(lambda: started(tmp_path), 20, "start")
-        base = f"http://127.0.0.1:{port}"
-        _, body = wait_until(lambda: (r := get(f"{base}/readyz")) and r[0] == 503 and r, 20, "not ready")
+        daemon = start_daemon(write_config(tmp_path, {"metrics": {"listen": f"127.0.0.1:{free_port()}"},
+                                                      "backtest": {"worker_timeout_sec": 1},
+                                                      "snapshots": {"interval_sec": 0.2}}))
+        daemon.wait_started()
+        body = daemon.wait_http("/readyz", 503)
         reasons = orjson.loads(body)["reasons"]
         assert reasons == ["no backtest worker connected: the school waits (start a worker, or check "
                            "zmq.backtest_endpoint and its keys)"]
-        assert get(f"{base}/healthz")[0] == 200, "alive, only not doing its job: no restart would help"
-        result = wait_until(lambda: (r := run_cli("status", "--config", str(config))).returncode == 1 and r, 10,
-                            "status to say so")
+        assert daemon.http_get("/healthz")[0] == 200, "alive, only not doing its job: no restart would help"
+        result = wait_until(lambda: (r := daemon.cli("status")).returncode == 1 and r, 10, "status to say so")
         assert "no backtest worker connected" in result.stdout
-        worker = subprocess.Popen([sys.executable, "-m", "swimmy", "worker", "--config", str(config)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        worker = WorkerProcess(daemon.config)
         try:
-            _, body = wait_until(lambda: (r := get(f"{base}/readyz")) and r[0] == 200 and r, 30, "ready")
+            body = daemon.wait_http("/readyz", 200, timeout=30)
             assert orjson.loads(body) == {"status": "ready"}
         finally:
-            worker.kill()
-            worker.wait(10)
+            worker.stop()
         assert daemon.stop() == 0
 
 
@@ -180,19 +139,18 @@ class NotifySocket:
 
 
 class TestSystemdNotify:
-    def test_ready_watchdog_stall_reload_and_stop(self, tmp_path: Path, daemon_factory: Any) -> None:
+    def test_ready_watchdog_stall_reload_and_stop(self, tmp_path: Path, start_daemon: StartDaemon) -> None:
         """READY=1 once; WATCHDOG=1 pings that stop while the loop is wedged; RELOADING then READY; STOPPING."""
         notify = NotifySocket(tmp_path / "notify.sock")
         try:
-            config = write_config(tmp_path, {"debug": {"enabled": True}})
-            daemon = daemon_factory(config, env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"),
-                                                 "WATCHDOG_USEC": "2000000"})
+            daemon = start_daemon(write_config(tmp_path, {"debug": {"enabled": True}}),
+                                  env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "2000000"})
             wait_until(lambda: notify.count("WATCHDOG=1") >= 2, 20, "two watchdog pings")
             assert notify.count("READY=1") == 1
             assert any(m.startswith("READY=1\nSTATUS=OK") for m in notify.messages)
 
             before = notify.count("WATCHDOG=1")
-            thread = threading.Thread(target=lambda: command(config, "debug.block_loop", seconds=3))
+            thread = threading.Thread(target=lambda: daemon.command("debug.block_loop", seconds=3))
             thread.start()
             time.sleep(2.5)  # inside the 3 s wedge: no ping may arrive (the interval is 1 s)
             assert notify.count("WATCHDOG=1") <= before + 1  # at most one that left just before the wedge
@@ -215,7 +173,7 @@ class TestSystemdNotify:
 
 class TestSecrets:
     def test_the_webhook_url_never_appears_in_the_stream_the_log_or_the_console(
-        self, tmp_path: Path, daemon_factory: Any
+        self, tmp_path: Path, start_daemon: StartDaemon
     ) -> None:
         """A webhook that answers 404 and one on a closed port: failures reported, the token nowhere."""
         class NotFound(http.server.BaseHTTPRequestHandler):
@@ -238,19 +196,17 @@ class TestSecrets:
             dead = f"http://127.0.0.1:{free_port()}/api/webhooks/2/SECRET-TOKEN-xyz"
             config = write_config(tmp_path, {"discord": {"alert_cooldown_sec": 0}})
             env = {"SWIMMY_DISCORD_HEARTBEAT": hook, "SWIMMY_DISCORD_ALERTS": dead}
-            daemon = daemon_factory(config, env=env)
-            wait_until(lambda: started(tmp_path), 20, "start")
-            assert run_cli("heartbeat", "now", "--config", str(config), env=env).returncode == 0
-            telemetry = tmp_path / "var" / "telemetry.jsonl"
-            wait_until(lambda: len([e for e in read_events(telemetry) if e["event_type"] == "discord.failed"]) >= 2,
-                       30, "both deliveries to fail")
-            check = run_cli("config", "check", "--config", str(config), env=env)
+            daemon = start_daemon(config, env=env)
+            daemon.wait_started()
+            assert daemon.cli("heartbeat", "now", env=env).returncode == 0
+            daemon.wait_for("discord.failed", count=2, timeout=30)  # both deliveries
+            check = daemon.cli("config", "check", env=env)
             assert daemon.stop() == 0
-            everything = telemetry.read_text() + daemon.stdout + daemon.stderr + check.stdout + check.stderr
+            everything = daemon.telemetry.read_text() + daemon.stdout + daemon.stderr + check.stdout + check.stderr
             for snapshot in (tmp_path / "var" / "snapshots").glob("*.json"):
                 everything += snapshot.read_text()
             assert "SECRET-TOKEN" not in everything
-            failed = [e for e in read_events(telemetry) if e["event_type"] == "discord.failed"]
+            failed = daemon.events("discord.failed")
             assert {e["data"].get("status_code") for e in failed} >= {404}
         finally:
             server.shutdown()
@@ -259,7 +215,7 @@ class TestSecrets:
 
 class TestPausedUniverse:
     def test_a_broken_universe_is_a_degraded_reason_and_the_others_go_on(
-        self, tmp_path: Path, daemon_factory: Any
+        self, tmp_path: Path, start_daemon: StartDaemon
     ) -> None:
         """One good and one broken file: the daemon runs, data.invalid names file and line, /readyz says why."""
         data = tmp_path / "data"
@@ -271,15 +227,12 @@ class TestPausedUniverse:
         fields[4] = "oops"  # the close
         lines[10] = ",".join(fields)
         (data / "GBPUSD_H1.csv").write_text("\n".join(lines) + "\n")
-        port = free_port()
-        config = write_config(tmp_path, {"metrics": {"listen": f"127.0.0.1:{port}"},
-                                         "school": {"data_dir": str(data), "symbols": ["EURUSD", "GBPUSD"]}})
-        daemon = daemon_factory(config)
-        (invalid,) = wait_until(lambda: [e for e in read_events(tmp_path / "var" / "telemetry.jsonl")
-                                         if e["event_type"] == "data.invalid"], 20, "data.invalid")
+        daemon = start_daemon(write_config(tmp_path, {"metrics": {"listen": f"127.0.0.1:{free_port()}"},
+                                                      "school": {"data_dir": str(data),
+                                                                 "symbols": ["EURUSD", "GBPUSD"]}}))
+        (invalid,) = daemon.wait_for("data.invalid", timeout=20)
         assert invalid["data"]["universe"] == "GBPUSD_H1"
         assert f"{data}/GBPUSD_H1.csv:11: bad number in close: 'oops'" in invalid["data"]["error"]
-        _, body = wait_until(lambda: (r := get(f"http://127.0.0.1:{port}/readyz")) and r[0] == 503 and r, 20,
-                             "not ready")
+        body = daemon.wait_http("/readyz", 503)
         assert any(r.startswith("universe GBPUSD_H1 paused: ") for r in orjson.loads(body)["reasons"])
         assert daemon.stop() == 0

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from collections import defaultdict
 from pathlib import Path
-from typing import Any
 
 import pytest
-from helpers import TREND_UNIVERSE, read_events, run_cli, wait_until, write_config
+from helpers import TREND_UNIVERSE, wait_until, write_config
+from integration.kit import StartDaemon
 
 from swimmy.errors import StoreError
 from swimmy.store import Store
@@ -16,26 +16,20 @@ pytestmark = pytest.mark.slow
 
 
 def test_oos_and_wfv_results_appear_and_each_request_shares_one_correlation_id(
-    tmp_path: Path, daemon_factory: Any
+    tmp_path: Path, start_daemon: StartDaemon
 ) -> None:
     """Bred, backtested, ranked; oos.result and wfv.result appear; all oos.*/wfv.* of one request share its id."""
-    config = write_config(tmp_path, {
+    daemon = start_daemon(write_config(tmp_path, {
         "workers": {"embedded": 2},
         "synthetic": TREND_UNIVERSE["synthetic"],
         "school": {**TREND_UNIVERSE["school"], "cycle_sec": 1, "progress_interval_sec": 1},
         "oos": {"request_interval_sec": 30},
         "wfv": {"interval_sec": 1, "max_pending": 2},
         "heartbeat": {"interval_sec": 1},
-    })
-    telemetry = tmp_path / "var" / "telemetry.jsonl"
-    daemon = daemon_factory(config)
-
-    def seen(event_type: str) -> list[dict[str, Any]]:
-        return [e for e in read_events(telemetry) if e["event_type"] == event_type]
-
-    wait_until(lambda: seen("oos.result") and seen("wfv.result"), 90, "oos.result and wfv.result")
+    }))
+    wait_until(lambda: daemon.events("oos.result") and daemon.events("wfv.result"), 90, "oos.result and wfv.result")
     assert daemon.stop() == 0
-    events = read_events(telemetry)
+    events = daemon.events()
     # IS results are counted per universe in school.progress, not one event each (SPEC §5).
     progress = [e for e in events if e["event_type"] == "school.progress"]
     assert progress and progress[-1]["data"]["trials"] > 0 and progress[-1]["correlation_id"] == "SYNTH_TREND_H1"
@@ -54,7 +48,7 @@ def test_oos_and_wfv_results_appear_and_each_request_shares_one_correlation_id(
     assert by_wfv and all(ids == {wid} for wid, ids in by_wfv.items())
 
     # The OOS request and its backtest share the id end to end.
-    result = seen("oos.result")[0]
+    result = daemon.events("oos.result")[0]
     completed = [e for e in events if e["event_type"] == "backtest.completed"
                  and e["correlation_id"] == result["correlation_id"]]
     assert completed and completed[0]["data"]["purpose"] == "oos"
@@ -62,20 +56,19 @@ def test_oos_and_wfv_results_appear_and_each_request_shares_one_correlation_id(
     with Store.open_readonly(tmp_path / "var" / "school.db") as store:
         counts = store.count_by_rank()
     assert sum(counts.values()) >= 10
-    listing = run_cli("strategies", "list", "--config", str(config), "--limit", "5")
+    listing = daemon.cli("strategies", "list", "--limit", "5")
     assert listing.returncode == 0 and "strategies)" in listing.stdout
 
 
-def test_manual_wfv_and_oos_commands(tmp_path: Path, daemon_factory: Any) -> None:
+def test_manual_wfv_and_oos_commands(tmp_path: Path, start_daemon: StartDaemon) -> None:
     """`wfv start` and `oos request`: manual trigger, exit 1 when already pending, exit 2 for an unknown name."""
-    config = write_config(tmp_path, {
+    daemon = start_daemon(write_config(tmp_path, {
         "workers": {"embedded": 1},
         "school": {"cycle_sec": 1, "breed": True, "breed_per_cycle": 4},
         "wfv": {"enabled": False},
         "backtest": {"timeout_sec": 30},
-    })
-    telemetry = tmp_path / "var" / "telemetry.jsonl"
-    daemon = daemon_factory(config)
+    }))
+
     def ranked() -> list[str]:
         try:
             with Store.open_readonly(tmp_path / "var" / "school.db") as store:
@@ -84,17 +77,17 @@ def test_manual_wfv_and_oos_commands(tmp_path: Path, daemon_factory: Any) -> Non
             return []  # not created, or not migrated yet
 
     name = wait_until(ranked, 60, "a ranked strategy")[0]
-    first = run_cli("wfv", "start", name, "--config", str(config))
+    first = daemon.cli("wfv", "start", name)
     assert first.returncode == 0, first.stderr
     assert "trigger: manual" in first.stdout
-    again = run_cli("wfv", "start", name, "--config", str(config))
-    if not any(e["event_type"] == "wfv.result" for e in read_events(telemetry)):
+    again = daemon.cli("wfv", "start", name)
+    if not daemon.events("wfv.result"):
         assert again.returncode == 1 and "already has a WFV run pending" in again.stderr
-    unknown = run_cli("wfv", "start", "no-such-strategy", "--config", str(config))
+    unknown = daemon.cli("wfv", "start", "no-such-strategy")
     assert unknown.returncode == 2 and "unknown strategy" in unknown.stderr
-    assert run_cli("oos", "request", "no-such-strategy", "--config", str(config)).returncode == 2
-    oos = run_cli("oos", "request", name, "--config", str(config))
+    assert daemon.cli("oos", "request", "no-such-strategy").returncode == 2
+    oos = daemon.cli("oos", "request", name)
     assert oos.returncode == 0, oos.stderr
-    started = wait_until(lambda: [e for e in read_events(telemetry) if e["event_type"] == "wfv.started"], 10, "start")
+    started = daemon.wait_for("wfv.started", timeout=10)
     assert started[0]["data"]["trigger"] == "manual"
     assert daemon.stop() == 0
