@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import heapq
 import itertools
+import os
 import socket
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -123,12 +124,18 @@ class RecordingPub:
 
 
 class NotifySocket:
-    """A datagram socket standing in for systemd's notify socket (`NOTIFY_SOCKET=<path>`)."""
+    """A datagram socket standing in for systemd's notify socket (`NOTIFY_SOCKET=<path>`).
 
-    def __init__(self, path: str, timeout_sec: float = 2.0) -> None:
-        self.path = path
+    The datagrams wait in the kernel until read: `recv` takes the next (waiting up to `timeout_sec`),
+    `pending` takes every one waiting now, and `count` reads what is waiting into `messages` first.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], timeout_sec: float = 2.0) -> None:
+        self.path = str(path)
+        self.timeout_sec = timeout_sec
+        self.messages: list[str] = []
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(path)
+        self.sock.bind(self.path)
         self.sock.settimeout(timeout_sec)
 
     def recv(self) -> bytes:
@@ -136,16 +143,23 @@ class NotifySocket:
         return self.sock.recv(65536)
 
     def pending(self) -> list[bytes]:
-        """Every datagram waiting now, without waiting for more."""
+        """Every datagram waiting now, without waiting for more (also kept, decoded, in `messages`)."""
         out = []
         self.sock.setblocking(False)
         try:
             while True:
                 out.append(self.sock.recv(65536))
         except BlockingIOError:
-            return out
+            pass
         finally:
-            self.sock.settimeout(2.0)
+            self.sock.settimeout(self.timeout_sec)
+        self.messages.extend(m.decode(errors="replace") for m in out)
+        return out
+
+    def count(self, prefix: str) -> int:
+        """How many datagrams so far carry a line starting with `prefix` (e.g. "WATCHDOG=1")."""
+        self.pending()
+        return sum(1 for m in self.messages if m.startswith(prefix) or f"\n{prefix}" in m)
 
     def close(self) -> None:
         self.sock.close()

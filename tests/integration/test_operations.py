@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import http.server
 import signal
-import socket
 import threading
 import time
 from pathlib import Path
@@ -15,6 +14,8 @@ import pytest
 from helpers import REPO, free_port, run_cli, wait_until, write_config
 from integration.kit import StartDaemon, WorkerProcess
 from prometheus_client.parser import text_string_to_metric_families
+
+from swimmy.testing import NotifySocket
 
 pytestmark = pytest.mark.slow
 
@@ -106,36 +107,6 @@ class TestHttp:
         finally:
             worker.stop()
         assert daemon.stop() == 0
-
-
-class NotifySocket:
-    """A datagram socket standing in for systemd's NOTIFY_SOCKET."""
-
-    def __init__(self, path: Path) -> None:
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(str(path))
-        self.sock.settimeout(0.2)
-        self.messages: list[str] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._read, daemon=True)
-        self._thread.start()
-
-    def _read(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.messages.append(self.sock.recv(4096).decode())
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-
-    def count(self, prefix: str) -> int:
-        return sum(1 for m in list(self.messages) if m.startswith(prefix) or f"\n{prefix}" in m)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.sock.close()
 
 
 class TestSystemdNotify:
