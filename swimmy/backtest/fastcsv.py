@@ -85,10 +85,10 @@ def _days_from_civil(y: int, m: int, d: int) -> int:
 
 @njit(cache=True, nogil=True)
 def _parse(buf: ByteArray, start: int, end: int, row: int, pow10: FloatArray, month_days: IntArray,
-           seconds: IntArray, values: FloatArray) -> tuple[bool, int]:
-    """Parse the lines of buf[start:end] into seconds[row:] and values[:, row:] (open, high, low, close,
-    volume): (True, the row after the last) when every line was plain, else (False, the first row that was
-    not, 0-based in the whole file)."""
+           seconds: IntArray, values: FloatArray, lines: IntArray) -> tuple[bool, int]:
+    """Parse the lines of buf[start:end] into seconds[row:], values[:, row:] (open, high, low, close,
+    volume) and lines[row:] (each row's line number, 1-based): (True, the row after the last) when every
+    line was plain, else (False, the first row that was not, 0-based in the whole file)."""
     i = start
     while i < end:
         if end - i < 17 or row >= len(seconds):  # YYYY.MM.DD,HH:MM, and at least one more byte
@@ -106,6 +106,7 @@ def _parse(buf: ByteArray, start: int, end: int, row: int, pow10: FloatArray, mo
         if d > month_days[mo] + (1 if mo == 2 and leap else 0):
             return False, row
         seconds[row] = _days_from_civil(y, mo, d) * 86400 + hh * 3600 + mi * 60
+        lines[row] = row + 1
         i += 17
         for k in range(5):
             # digits[.digits]: at most 15 digits in all, so the integer is below 10^15 < 2^53
@@ -149,12 +150,14 @@ def _parse(buf: ByteArray, start: int, end: int, row: int, pow10: FloatArray, mo
 
 
 class Columns:
-    """What the fast path read: local wall-clock seconds, the four prices and the volume, one per line."""
+    """What the fast path read: local wall-clock seconds, the four prices, the volume and the line number of
+    each row."""
 
-    def __init__(self, seconds: IntArray, prices: list[FloatArray], volume: FloatArray) -> None:
+    def __init__(self, seconds: IntArray, prices: list[FloatArray], volume: FloatArray, lines: IntArray) -> None:
         self.seconds = seconds
         self.prices = prices
         self.volume = volume
+        self.lines = lines
 
 
 def parse_mt4(buf: ByteArray, *, threads: int | None = None) -> Columns | None:
@@ -170,23 +173,24 @@ def parse_mt4(buf: ByteArray, *, threads: int | None = None) -> Columns | None:
     capacity = (end - start) // 26 + 2
     # numpy's own arrays: it asks for huge pages, which fault in far faster than pyarrow's pool's pages.
     seconds = np.empty(capacity, dtype=np.int64)
+    lines = np.empty(capacity, dtype=np.int64)
     values = np.empty((5, capacity), dtype=np.float64)
     cut = _split_point(buf, start, end, threads)
     if cut == start:
-        ok, n = _parse(buf, start, end, 0, _POW10, _MONTH_DAYS, seconds, values)
+        ok, n = _parse(buf, start, end, 0, _POW10, _MONTH_DAYS, seconds, values, lines)
     else:
         def second_half() -> tuple[bool, int]:
             first_rows = _count_lines(buf, start, cut)
-            return _parse(buf, cut, end, first_rows, _POW10, _MONTH_DAYS, seconds, values)
+            return _parse(buf, cut, end, first_rows, _POW10, _MONTH_DAYS, seconds, values, lines)
 
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="swimmy-csv") as pool:
             later = pool.submit(second_half)
-            first_ok, _ = _parse(buf, start, cut, 0, _POW10, _MONTH_DAYS, seconds, values)
+            first_ok, _ = _parse(buf, start, cut, 0, _POW10, _MONTH_DAYS, seconds, values, lines)
             ok, n = later.result()
         ok = ok and first_ok
     if not ok:
         return None
-    return Columns(seconds[:n], [values[k, :n] for k in range(4)], values[4, :n])
+    return Columns(seconds[:n], [values[k, :n] for k in range(4)], values[4, :n], lines[:n])
 
 
 def _split_point(buf: ByteArray, start: int, end: int, threads: int | None) -> int:
@@ -197,3 +201,24 @@ def _split_point(buf: ByteArray, start: int, end: int, threads: int | None) -> i
     middle = start + (end - start) // 2
     newline = np.flatnonzero(buf[middle : min(end, middle + 4096)] == _NL)
     return middle + int(newline[0]) + 1 if len(newline) else start
+
+
+@njit(cache=True, nogil=True)
+def step_counts(ts: IntArray, week: int) -> tuple[IntArray, IntArray, int]:
+    """For infer_step, in one pass: how often each positive step up to `week` seconds occurs (counts[step]),
+    the longer steps, and how many steps are positive (numpy would allocate the differences three times)."""
+    counts = np.zeros(week + 1, dtype=np.int64)
+    longer = np.empty(max(len(ts) - 1, 0), dtype=np.int64)
+    n_long = 0
+    positive = 0
+    for i in range(1, len(ts)):
+        step = ts[i] - ts[i - 1]
+        if step <= 0:
+            continue
+        positive += 1
+        if step <= week:
+            counts[step] += 1
+        else:
+            longer[n_long] = step
+            n_long += 1
+    return counts, longer[:n_long], positive

@@ -110,7 +110,7 @@ def _read_mt4_fast(path: Path, zone: Zone, label: str) -> Parsed | None:
     columns = fastcsv.parse_mt4(buf)
     if columns is None:
         return None
-    row_lines = _line_numbers(len(columns.seconds), 1)
+    row_lines = columns.lines
     if not _values_ok(*columns.prices, columns.volume):
         _check_values(path, row_lines, *columns.prices, columns.volume)
     return _finish(path, "mt4", columns.seconds, False, columns.prices, columns.volume, row_lines, zone, label)
@@ -242,18 +242,18 @@ def read_source(path: Path, *, format: str | None = None, tz: str | None = None)
 
 def infer_step(ts: IntArray) -> int:
     """The bar step in seconds: the most common positive difference between successive times (ties: the smaller)."""
-    steps = np.diff(np.asarray(ts, dtype=np.int64))
-    steps = steps[steps > 0]
-    if steps.size == 0:
-        raise DataError("cannot tell the timeframe: fewer than two distinct bar times")
+    from swimmy.backtest.fastcsv import step_counts  # numba: only the import tools call this
+
     week = 7 * _DAY_SEC  # steps up to a week are counted in a table (sorting millions of them is slow)
-    counts = np.bincount(steps[steps <= week])
-    step = int(np.argmax(counts)) if counts.size else 0
-    longer = steps[steps > week]
+    counts, longer, positive = step_counts(np.ascontiguousarray(ts, dtype=np.int64), week)
+    if positive == 0:
+        raise DataError("cannot tell the timeframe: fewer than two distinct bar times")
+    short = positive > len(longer)
+    step = int(np.argmax(counts)) if short else 0
     if longer.size:
         values, long_counts = np.unique(longer, return_counts=True)
         k = int(np.argmax(long_counts))
-        if not counts.size or long_counts[k] > counts[step]:
+        if not short or long_counts[k] > counts[step]:
             step = int(values[k])
     return step
 

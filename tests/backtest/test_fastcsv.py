@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from swimmy.backtest import fastcsv, formats
-from swimmy.backtest.formats import read_source
+from swimmy.backtest.formats import infer_step, read_source
 from swimmy.errors import DataError
 
 
@@ -169,3 +169,19 @@ class TestTwoThreads:
         rows = random_rows(3_001, seed=5)
         rows[2_900] = rows[2_900].replace(",", ";", 1)
         assert parse(("\n".join(rows) + "\n").encode(), threads=2) is None
+
+
+class TestStepCounts:
+    def test_infer_step_agrees_with_numpy(self) -> None:
+        """The one-pass histogram gives the most common positive step, ties to the smaller, longer steps
+        (beyond a week) included, as the plain numpy computation does."""
+        rng = np.random.default_rng(4)
+        week = 7 * 86_400
+        for _ in range(200):
+            steps = rng.choice([-60, 0, 60, 300, 3600, week, week + 60, 2 * week], size=rng.integers(1, 40))
+            ts = np.concatenate([[1_500_000_000], 1_500_000_000 + np.cumsum(steps)]).astype(np.int64)
+            positive = np.diff(ts)[np.diff(ts) > 0]
+            if positive.size == 0:
+                continue
+            values, counts = np.unique(positive, return_counts=True)
+            assert infer_step(ts) == int(values[np.argmax(counts)])
