@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, BinaryIO, Final
@@ -64,11 +64,8 @@ def sidecar_path(path: Path) -> Path:
 
 def file_hash(path: Path) -> str:
     """The content hash of a file (sha256, first HASH_CHARS hex digits). Raises OSError."""
-    digest = hashlib.sha256()
     with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(_CHUNK), b""):
-            digest.update(chunk)
-    return digest.hexdigest()[:HASH_CHARS]
+        return _sha256(iter(lambda: f.read(_CHUNK), b""))
 
 
 def write_canonical(path: Path, ts: IntArray, open_: FloatArray, high: FloatArray, low: FloatArray,
@@ -145,7 +142,8 @@ def read_volume(path: Path) -> FloatArray:
     return volume
 
 
-def _sha256(chunks: list[memoryview]) -> str:
+def _sha256(chunks: Iterable[bytes | memoryview]) -> str:
+    """The data_hash of these bytes in order: sha256, its first HASH_CHARS hex digits."""
     digest = hashlib.sha256()
     for chunk in chunks:
         digest.update(chunk)

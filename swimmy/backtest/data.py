@@ -287,30 +287,43 @@ def _bad_time(path: Path, column: Sequence[str], i: int) -> NoReturn:
 
 
 def _check_prices(path: Path, open_: FloatArray, high: FloatArray, low: FloatArray, close: FloatArray) -> None:
-    named = dict(zip(_PRICE_NAMES, (open_, high, low, close), strict=True))
+    found = first_bad_bar(open_, high, low, close)
+    if found is not None:
+        i, message = found
+        raise DataError(f"{path}:{_line(i)}: {message}")
+
+
+def first_bad_bar(open_: FloatArray, high: FloatArray, low: FloatArray, close: FloatArray,
+                  volume: FloatArray | None = None) -> tuple[int, str] | None:
+    """The first row with a bad price (or volume) and what is wrong with it; None when every row is good.
+
+    Prices must be finite and positive, the volume finite and not negative, high >= low, open and close inside
+    [low, high]. Shared by the daemon's CSV reader and `data import` (formatbars.py), so both say it alike.
+    """
     # Each check with what to say about row i; the first failing row of any check is reported.
     checks: list[tuple[npt.NDArray[np.bool_], Callable[[int], str]]] = []
-    for name, values in named.items():
-        checks.append((~(np.isfinite(values) & (values > 0)), _price_message(name, values)))
+    for name, values in zip(_PRICE_NAMES, (open_, high, low, close), strict=True):
+        checks.append((~(np.isfinite(values) & (values > 0)), _value_message(f"{name} price", values, "positive")))
+    if volume is not None:
+        checks.append((~(np.isfinite(volume) & (volume >= 0)), _value_message("volume", volume, "negative")))
     checks.append((high < low, lambda i: f"high {float(high[i])!r} < low {float(low[i])!r}"))
     for name, values in (("open", open_), ("close", close)):
-        outside = (values < low) | (values > high)
-        checks.append((outside, _range_message(name, values, low, high)))
+        checks.append(((values < low) | (values > high), _range_message(name, values, low, high)))
     bad = np.zeros(len(open_), dtype=bool)
     for mask, _ in checks:
         bad |= mask
     if not bad.any():
-        return
+        return None
     i = int(np.flatnonzero(bad)[0])
-    message = next(describe(i) for mask, describe in checks if mask[i])
-    raise DataError(f"{path}:{_line(i)}: {message}")
+    return i, next(describe(i) for mask, describe in checks if mask[i])
 
 
-def _price_message(name: str, values: FloatArray) -> Callable[[int], str]:
+def _value_message(name: str, values: FloatArray, rule: str) -> Callable[[int], str]:
     def describe(i: int) -> str:
         value = float(values[i])
-        what = "not finite" if not math.isfinite(value) else "not positive"
-        return f"{name} price {value!r} is {what}"
+        if not math.isfinite(value):
+            return f"{name} {value!r} is not finite"
+        return f"{name} {value!r} is {'not positive' if rule == 'positive' else 'negative'}"
 
     return describe
 

@@ -7,8 +7,6 @@ the first bad row, so that every problem is a DataError `<file>:<line>: <what>`.
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -16,6 +14,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from swimmy.backtest.data import first_bad_bar
 from swimmy.backtest.formattimes import _MAX_SEC, _MAX_YEAR, _MIN_SEC, _MIN_YEAR
 from swimmy.backtest.formatzones import Zone, _iso, _to_utc
 from swimmy.errors import DataError
@@ -79,40 +78,13 @@ def _values_ok(*columns: FloatArray) -> bool:
 
 
 def _check_values(path: Path, lines: IntArray, *columns: FloatArray) -> None:
-    """DataError at the first row with a bad price or volume."""
+    """DataError at the first row with a bad price or volume (data.first_bad_bar's rules and words)."""
     if _values_ok(*columns):
         return
-    open_, high, low, close, volume = columns
-    checks: list[tuple[BoolArray, Callable[[int], str]]] = []
-    for name, values in zip(_PRICE_ROLES, (open_, high, low, close), strict=True):
-        checks.append((~(np.isfinite(values) & (values > 0)), _value_message(name + " price", values, "positive")))
-    checks.append((~(np.isfinite(volume) & (volume >= 0)), _value_message("volume", volume, "negative")))
-    checks.append((high < low, lambda i: f"high {float(high[i])!r} < low {float(low[i])!r}"))
-    for name, values in (("open", open_), ("close", close)):
-        checks.append(((values < low) | (values > high), _range_message(name, values, low, high)))
-    bad = np.zeros(len(lines), dtype=bool)
-    for mask, _ in checks:
-        bad |= mask
-    if bad.any():
-        i = int(np.flatnonzero(bad)[0])
-        raise DataError(f"{path}:{int(lines[i])}: {next(say(i) for mask, say in checks if mask[i])}")
-
-
-def _value_message(name: str, values: FloatArray, rule: str) -> Callable[[int], str]:
-    def say(i: int) -> str:
-        value = float(values[i])
-        if not math.isfinite(value):
-            return f"{name} {value!r} is not finite"
-        return f"{name} {value!r} is {'not positive' if rule == 'positive' else 'negative'}"
-
-    return say
-
-
-def _range_message(name: str, values: FloatArray, low: FloatArray, high: FloatArray) -> Callable[[int], str]:
-    def say(i: int) -> str:
-        return f"{name} {float(values[i])!r} is outside [low {float(low[i])!r}, high {float(high[i])!r}]"
-
-    return say
+    found = first_bad_bar(*columns)
+    if found is not None:
+        i, message = found
+        raise DataError(f"{path}:{int(lines[i])}: {message}")
 
 
 def _check_increasing(path: Path, ts: IntArray, lines: IntArray) -> None:
