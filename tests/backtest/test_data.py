@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -269,10 +268,10 @@ class TestCache:
         assert len(load_bars(tmp_path, "USDJPY", "H1").timestamps) == 5
 
 
-class TestSpeed:
+class TestVolume:
     @pytest.mark.parametrize("layout", ["unix", "dukascopy"])
-    def test_100k_rows_under_a_second(self, tmp_path: Path, layout: str) -> None:
-        """100,000 rows parse and validate in well under a second (bulk numpy, no per-row Python checks)."""
+    def test_100k_rows(self, tmp_path: Path, layout: str) -> None:
+        """100,000 rows parse and validate, first to last (their speed is bench/data_bench.py's, not a test's)."""
         start = 1483308000
         if layout == "unix":
             lines = [UNIX, *unix_rows(100_000, start=start)]
@@ -283,9 +282,6 @@ class TestSpeed:
                 day = f"{s[8:10]}.{s[5:7]}.{s[0:4]} {s[11:19]}.000"
                 lines.append(f"{day},1.1000,1.1010,1.0990,1.1005,100.5")
         path = write(tmp_path, *lines)
-        t0 = time.perf_counter()
         bars = read_csv(path)
-        elapsed = time.perf_counter() - t0
         assert len(bars.timestamps) == 100_000
-        assert int(bars.timestamps[-1]) == start + 3600 * 99_999
-        assert elapsed < 1.0, f"{elapsed:.3f} s"
+        assert int(bars.timestamps[0]) == start and int(bars.timestamps[-1]) == start + 3600 * 99_999
