@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: run test bench lint clean
+.PHONY: run test bench lint browser clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,19 @@ lint: $(STAMP)
 	$(BIN)/ruff check swimmy tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+
+# The browser tests (tests/browser) drive Debian's `chromium` through Playwright's executable_path; Playwright's own
+# browser download is never used. Root installs the package; anyone else is told how, and the tests skip until then.
+browser:
+	@if command -v chromium >/dev/null 2>&1; then \
+		echo "chromium: $$(command -v chromium) ($$(chromium --version 2>/dev/null || echo 'version unknown'))"; \
+	elif [ "$$(id -u)" -eq 0 ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium \
+			&& chromium --version; \
+	else \
+		echo "chromium is missing: install it with 'sudo apt-get install --no-install-recommends chromium'" >&2; \
+		echo "(or 'sudo make browser'); until then the browser tests skip" >&2; \
+	fi
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
