@@ -1,4 +1,7 @@
-"""`swimmy backtest NAME`: one stored strategy, backtested in this process on the config's data."""
+"""`swimmy backtest NAME` / `--rank R`: stored strategies, backtested in this process on the config's data.
+
+On a terminal a progress bar on stderr shows the phases (one strategy) or N of M (a rank); results go to stdout.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +10,16 @@ import time
 from datetime import UTC, datetime
 from typing import TextIO
 
+from rich.console import Console
+
 from swimmy.backtest.data import load_bars, universe_dir
 from swimmy.backtest.engine import Costs, run_backtest
 from swimmy.backtest.strategies import spec_of
+from swimmy.cli.progress import progress
 from swimmy.config import Config, instrument_costs
-from swimmy.errors import StoreError, UsageError
+from swimmy.errors import BacktestError, DataError, StoreError, UsageError
 from swimmy.rfc3339 import NoTimeZone, parse_rfc3339
-from swimmy.store import Store
-
-LONG_RANGE_BARS = 50_000  # beyond this the phases are shown as they happen
+from swimmy.store import Store, StrategyRow
 
 
 def parse_date(text: str, flag: str) -> int:
@@ -30,18 +34,16 @@ def parse_date(text: str, flag: str) -> int:
         raise UsageError(f"{flag}: expected YYYY-MM-DD or an RFC 3339 time, got {text!r}") from None
 
 
-def _progress(out: TextIO, step: int, steps: int, what: str) -> None:
-    width = 24
-    filled = width * step // steps
-    print(f"\r[{'#' * filled}{'.' * (width - filled)}] {what:<40}", end="" if step < steps else "\n", file=out,
-          flush=True)
+def _range(date_from: str | None, date_to: str | None) -> tuple[int | None, int | None]:
+    return (parse_date(date_from, "--from") if date_from else None,
+            parse_date(date_to, "--to") if date_to else None)
 
 
 def run_offline(cfg: Config, name: str, date_from: str | None, date_to: str | None,
-                out: TextIO = sys.stdout, err: TextIO = sys.stderr) -> int:
+                out: TextIO | None = None, console: Console | None = None) -> int:
     """Print the metrics of one stored strategy over [from, to); exit code."""
-    start_ts = parse_date(date_from, "--from") if date_from else None
-    end_ts = parse_date(date_to, "--to") if date_to else None
+    out = out or sys.stdout
+    start_ts, end_ts = _range(date_from, date_to)
     try:
         with Store.open_readonly(cfg.school.db_path) as store:
             row = store.get_strategy(name)
@@ -50,16 +52,14 @@ def run_offline(cfg: Config, name: str, date_from: str | None, date_to: str | No
     if row is None:
         raise UsageError(f"unknown strategy {name!r} (see `swimmy strategies list`)")
     spec = spec_of(row)
-    bars = load_bars(universe_dir(cfg, spec.symbol), spec.symbol, spec.timeframe)
-    show = len(bars) > LONG_RANGE_BARS and err.isatty()
-    if show:
-        _progress(err, 1, 2, f"loaded {len(bars):,} bars; backtesting")
-    started = time.perf_counter()
-    result = run_backtest(spec, bars, start_ts=start_ts, end_ts=end_ts,
-                          costs=Costs(**instrument_costs(cfg, spec.symbol)))
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    if show:
-        _progress(err, 2, 2, f"done in {elapsed_ms:.0f} ms")
+    with progress(f"loading {spec.symbol} {spec.timeframe} bars", 2, console=console, transient=True) as steps:
+        bars = load_bars(universe_dir(cfg, spec.symbol), spec.symbol, spec.timeframe)
+        steps.advance(f"backtesting {name} on {len(bars):,} bars")
+        started = time.perf_counter()
+        result = run_backtest(spec, bars, start_ts=start_ts, end_ts=end_ts,
+                              costs=Costs(**instrument_costs(cfg, spec.symbol)))
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        steps.advance(f"done in {elapsed_ms:.0f} ms")
     span = ""
     if result.start_ts is not None and result.end_ts is not None:
         span = (f"{datetime.fromtimestamp(result.start_ts, UTC):%Y-%m-%d %H:%M} .. "
@@ -70,3 +70,63 @@ def run_offline(cfg: Config, name: str, date_from: str | None, date_to: str | No
         text = "null" if value is None else (f"{value:.4f}" if isinstance(value, float) else str(value))
         print(f"  {key:<14} {text}", file=out)
     return 0
+
+
+# The columns of `backtest --rank`: (header, width); from `trades` on, the header is the metric's key.
+_RANK_COLUMNS: tuple[tuple[str, int], ...] = (
+    ("name", 38), ("family", 18), ("bars", 7), ("trades", 6), ("sharpe", 7), ("profit_factor", 13),
+    ("win_rate", 8), ("max_drawdown", 12), ("psr", 5), ("pnl_pips", 9))
+
+
+def _cells(cells: list[str]) -> str:
+    return " ".join(f"{text:<{width}}" if header in ("name", "family") else f"{text:>{width}}"
+                    for (header, width), text in zip(_RANK_COLUMNS, cells, strict=True)).rstrip()
+
+
+def _figure(value: float | int | None) -> str:
+    if value is None:
+        return "-"
+    return f"{value:,}" if isinstance(value, int) else f"{value:.2f}"
+
+
+def run_offline_rank(cfg: Config, rank: str, date_from: str | None, date_to: str | None,
+                     out: TextIO | None = None, console: Console | None = None) -> int:
+    """Backtest every stored strategy of `rank` over [from, to), one line each; 1 when one could not be run."""
+    out = out or sys.stdout
+    start_ts, end_ts = _range(date_from, date_to)
+    db = cfg.school.db_path
+    rows: list[StrategyRow] = []
+    if db.exists():
+        try:
+            with Store.open_readonly(db) as store:
+                rows = store.list_strategies(rank=rank)
+        except StoreError as exc:
+            raise UsageError(f"cannot read the strategy store: {exc}") from None
+    else:
+        print(f"(no strategy store at {db} yet)", file=sys.stderr)
+    print(_cells([header for header, _ in _RANK_COLUMNS]), file=out)
+    print("-" * len(_cells([header for header, _ in _RANK_COLUMNS])), file=out, flush=True)
+    failed = 0
+    started = time.perf_counter()
+    with progress(f"rank {rank}", len(rows), console=console) as steps:
+        for row in rows:
+            steps.update(f"rank {rank}: {row.name}")
+            spec = spec_of(row)
+            try:
+                bars = load_bars(universe_dir(cfg, spec.symbol), spec.symbol, spec.timeframe)
+                result = run_backtest(spec, bars, start_ts=start_ts, end_ts=end_ts,
+                                      costs=Costs(**instrument_costs(cfg, spec.symbol)))
+            except (DataError, BacktestError) as exc:
+                failed += 1
+                steps.echo(f"{row.name:<38} {row.family:<18} cannot backtest: {exc}", out)
+            else:
+                m = result.metrics
+                steps.echo(_cells([row.name, row.family, f"{result.bars:,}", *(
+                    _figure(m.get(key)) for key, _ in _RANK_COLUMNS[3:])]), out)
+            steps.advance()
+        steps.update(f"rank {rank}: done")
+    elapsed = time.perf_counter() - started
+    span = f" from {date_from or 'the first bar'} to {date_to or 'the last bar'}"
+    print(f"({len(rows)} strateg{'y' if len(rows) == 1 else 'ies'} of rank {rank}{span}, {elapsed:.1f} s"
+          + (f"; {failed} could not be backtested)" if failed else ")"), file=out)
+    return 1 if failed else 0

@@ -20,11 +20,13 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import numpy as np
+from rich.console import Console
 
 from swimmy.backtest.canonical import canonical_path, write_canonical
 from swimmy.backtest.data import data_path, load_bars, universe_dir, universe_name
 from swimmy.backtest.datacheck import check_bars, iso
 from swimmy.backtest.strategies import TIMEFRAME_SEC
+from swimmy.cli.progress import NO_STEPS, Steps, progress
 from swimmy.config import Config
 from swimmy.errors import DataError, UsageError
 
@@ -54,8 +56,11 @@ def run_check(cfg: Config, out: TextIO) -> int:
 
 
 def run_import(cfg: Config, source: Path, *, symbol: str, timeframe: str, tz: str | None, fmt: str | None,
-               resample_to: str | None, out: TextIO) -> int:
-    """Convert `source` into the canonical file of (symbol, timeframe or resample_to); 0 on success."""
+               resample_to: str | None, out: TextIO, console: Console | None = None) -> int:
+    """Convert `source` into the canonical file of (symbol, timeframe or resample_to); 0 on success.
+
+    On a terminal, a bar on stderr shows the phases (read, check, resample, write and hash) as they happen.
+    """
     if not source.is_file():
         raise UsageError(f"{source}: no such file")
     target = resample_to or timeframe
@@ -63,8 +68,10 @@ def run_import(cfg: Config, source: Path, *, symbol: str, timeframe: str, tz: st
         print(f"swimmy: note: {symbol} {target} is not in this config's school.symbols/timeframes; the file is "
               "written, but the school trades it only once the config lists it", file=sys.stderr)
     started = time.perf_counter()
-    path, sidecar = convert(source, universe_dir(cfg, symbol), symbol=symbol, timeframe=timeframe, tz=tz, fmt=fmt,
-                            resample_to=resample_to)
+    phases = 4 if resample_to is not None and resample_to != timeframe else 3
+    with progress(f"import {source.name}", phases, console=console, transient=True) as steps:
+        path, sidecar = convert(source, universe_dir(cfg, symbol), symbol=symbol, timeframe=timeframe, tz=tz,
+                                fmt=fmt, resample_to=resample_to, steps=steps)
     elapsed = time.perf_counter() - started
     out.write(f"universe: {universe_name(symbol, target)}\npath: {path}\nformat: {sidecar['format']}\n"
               f"bars: {sidecar['bars']:,}\nrange: {iso(sidecar['first_ts'])} .. {iso(sidecar['last_ts'])}\n"
@@ -73,16 +80,20 @@ def run_import(cfg: Config, source: Path, *, symbol: str, timeframe: str, tz: st
 
 
 def convert(source: Path, directory: Path, *, symbol: str, timeframe: str, tz: str | None = None,
-            fmt: str | None = None, resample_to: str | None = None) -> tuple[Path, dict[str, Any]]:
+            fmt: str | None = None, resample_to: str | None = None,
+            steps: Steps = NO_STEPS) -> tuple[Path, dict[str, Any]]:
     """Read, check, resample and write one universe: (its canonical path, its sidecar). DataError on bad data.
 
     `read_source` checks every row (prices, OHLC order, strictly ascending UTC times), so nothing here checks
-    them again; what it adds is the timeframe: the file's own step must be `timeframe`'s.
+    them again; what it adds is the timeframe: the file's own step must be `timeframe`'s. `steps` hears of
+    each phase as it starts and ends.
     """
     from swimmy.backtest.formats import infer_step, read_source, resample
 
     target = resample_to or timeframe
+    steps.update(f"read {source.name} ({_size(source)})")
     parsed = read_source(source, format=fmt, tz=tz)
+    steps.advance(f"check {len(parsed.ts):,} {parsed.format} bars are {timeframe}")
     step = infer_step(parsed.ts)
     if step != TIMEFRAME_SEC[timeframe] and len(parsed.ts) > 1:
         raise DataError(f"{source}: bars are usually {step} s apart, but --timeframe {timeframe} is "
@@ -91,12 +102,24 @@ def convert(source: Path, directory: Path, *, symbol: str, timeframe: str, tz: s
         if TIMEFRAME_SEC[resample_to] < TIMEFRAME_SEC[timeframe] or TIMEFRAME_SEC[resample_to] % step:
             raise UsageError(f"--resample-to {resample_to}: can only make coarser bars from {timeframe}, "
                              "a whole number of them per bar")
+        steps.advance(f"resample {len(parsed.ts):,} {timeframe} bars to {resample_to}")
         parsed = resample(parsed, TIMEFRAME_SEC[resample_to])
     path = canonical_path(directory, symbol, target)
+    steps.advance(f"write and hash {path.name} ({len(parsed.ts):,} bars)")
     sidecar = write_canonical(path, parsed.ts, parsed.open, parsed.high, parsed.low, parsed.close,
                               np.asarray(parsed.volume, dtype=np.float64),
                               meta={"symbol": symbol, "timeframe": target, "source": str(source.resolve()),
                                     "format": parsed.format, "tz": tz or "the format's default",
                                     "source_timeframe": timeframe,
                                     "imported_at": datetime.now(UTC).isoformat(timespec="seconds")})
+    steps.advance(f"imported {path.name}")
     return path, sidecar
+
+
+def _size(path: Path) -> str:
+    size = float(path.stat().st_size)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1000
+    raise AssertionError("unreachable")  # pragma: no cover

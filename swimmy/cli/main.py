@@ -28,9 +28,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "worker":
             return _worker(args)
         if args.command == "backtest":
-            from swimmy.cli.backtest import run_offline
+            from swimmy.cli.backtest import run_offline, run_offline_rank
 
+            if (args.name is None) == (args.rank is None):
+                print("swimmy: backtest: give a strategy NAME or --rank RANK (one of them)", file=sys.stderr)
+                return 2
+            if args.rank is not None:
+                return run_offline_rank(load_config(args.config), args.rank, args.date_from, args.date_to)
             return run_offline(load_config(args.config), args.name, args.date_from, args.date_to)
+        if args.command == "report":
+            from swimmy.cli.report import run_report
+
+            return run_report(load_config(args.config), args.name, args.out)
         if args.command == "strategies":
             return _strategies(args)
         if args.command == "tail":
@@ -75,7 +84,8 @@ def _run(args: argparse.Namespace) -> int:
 
     from swimmy.daemon.lifecycle import Daemon
 
-    summary = uvloop.run(Daemon(cfg, exit_after_sec=args.exit_after).serve())
+    console = sys.stderr.isatty() if args.console is None else args.console
+    summary = uvloop.run(Daemon(cfg, exit_after_sec=args.exit_after, console=console).serve())
     for line in summary.lines:  # the daemon's last words: plain stderr, its log bridge is closed by now
         print(line, file=sys.stderr, flush=True)
     return summary.code
@@ -174,6 +184,10 @@ def _strategies(args: argparse.Namespace) -> int:
             return 1
         print(render_table(rows))
         return 0
+    if args.strategies_command == "export":
+        from swimmy.cli.export import run_export
+
+        return run_export(cfg, args.rank, args.out)
     specs = parse_import_file(args.file)
     untraded(cfg, specs)
     lock = LockFile(db, f"database {db}")

@@ -23,6 +23,11 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="run the daemon")
     run.add_argument("--config", required=True, type=Path, help="TOML config file")
     run.add_argument("--exit-after", type=float, metavar="SECONDS", help="stop by itself after this many seconds")
+    console = run.add_mutually_exclusive_group()
+    console.add_argument("--console", dest="console", action="store_true", default=None,
+                         help="tell the school's story on the terminal (default: when stderr is a terminal)")
+    console.add_argument("--no-console", dest="console", action="store_false",
+                         help="lifecycle lines only, as under systemd")
 
     status = commands.add_parser("status", help="the daemon's latest snapshots; exit 1 when it looks unhealthy")
     status.add_argument("--config", required=True, type=Path)
@@ -45,8 +50,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--config", required=True, type=Path, help="TOML config file (endpoints, data, costs)")
     worker.add_argument("--id", help="worker id (default <host>-<pid>); heartbeats say worker-<id>")
 
-    backtest = commands.add_parser("backtest", help="backtest one stored strategy in this process")
-    backtest.add_argument("name", help="strategy name (see `swimmy strategies list`)")
+    backtest = commands.add_parser("backtest", help="backtest stored strategies in this process")
+    backtest.add_argument("name", nargs="?", help="strategy name (see `swimmy strategies list`)")
+    backtest.add_argument("--rank", choices=("incubator", "B", "A", "S", "graveyard"),
+                          help="instead of NAME: every strategy of this rank, one line each")
     backtest.add_argument("--config", required=True, type=Path)
     backtest.add_argument("--from", dest="date_from", metavar="DATE", help="YYYY-MM-DD or RFC 3339 (inclusive)")
     backtest.add_argument("--to", dest="date_to", metavar="DATE", help="YYYY-MM-DD or RFC 3339 (exclusive)")
@@ -61,6 +68,17 @@ def build_parser() -> argparse.ArgumentParser:
     importing.add_argument("file", type=Path)
     importing.add_argument("--config", required=True, type=Path)
     importing.add_argument("--timeout", type=float, default=5.0, help="control channel timeout when the daemon runs")
+
+    exporting = strategies_commands.add_parser(
+        "export", help="write strategies as TOML that `strategies import` reads back")
+    exporting.add_argument("--config", required=True, type=Path)
+    exporting.add_argument("--rank", choices=("incubator", "B", "A", "S", "graveyard"))
+    exporting.add_argument("--out", type=Path, help="write here (default: standard output)")
+
+    report = commands.add_parser("report", help="one strategy's report as a self-contained HTML file")
+    report.add_argument("name", help="strategy name (see `swimmy strategies list`)")
+    report.add_argument("--config", required=True, type=Path)
+    report.add_argument("--out", type=Path, help="the HTML file to write (default: NAME.html here)")
 
     config = commands.add_parser("config", help="config tools")
     config_commands = config.add_subparsers(dest="config_command", required=True, metavar="SUBCOMMAND")

@@ -24,7 +24,7 @@ from swimmy.config.sections import (
     WfvConfig,
     ZmqConfig,
 )
-from swimmy.config.views import Secret, default_pip, instrument_costs, render_toml, webhook_urls
+from swimmy.config.views import Secret, default_pip, instrument_costs, metrics_token, render_toml, webhook_urls
 
 __all__ = [
     "DISCORD_KINDS",
@@ -44,6 +44,7 @@ __all__ = [
     "default_pip",
     "instrument_costs",
     "load_config",
+    "metrics_token",
     "plan_reload",
     "render_toml",
     "webhook_urls",

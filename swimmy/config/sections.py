@@ -292,9 +292,14 @@ class SnapshotsConfig:
 
 @dataclass(frozen=True)
 class MetricsConfig:
-    """[metrics]: the Prometheus endpoint; empty `listen` disables it."""
+    """[metrics]: the Prometheus endpoint, the dashboard and the reports; empty `listen` disables it.
+
+    `token_env` names the environment variable holding the bearer token (never the token itself): needed by a
+    listener that is not loopback, and required by any listener while it is set (SPEC §7).
+    """
 
     listen: str = _opt("127.0.0.1:9464", check=_check_listen)
+    token_env: str = "SWIMMY_METRICS_TOKEN"
 
 
 @dataclass(frozen=True)

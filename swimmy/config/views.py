@@ -10,7 +10,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from swimmy.config.plain import to_plain, toml_value
-from swimmy.config.sections import Config, DiscordConfig, InstrumentConfig
+from swimmy.config.sections import Config, DiscordConfig, InstrumentConfig, MetricsConfig
 
 
 class Secret:
@@ -55,6 +55,13 @@ def webhook_urls(cfg: DiscordConfig, env: Mapping[str, str] | None = None) -> tu
     return (Secret(heartbeat) if heartbeat else None, Secret(alerts) if alerts else None)
 
 
+def metrics_token(cfg: MetricsConfig, env: Mapping[str, str] | None = None) -> Secret | None:
+    """The metrics listener's bearer token from the environment variable `metrics.token_env`, or None."""
+    env = os.environ if env is None else env
+    token = env.get(cfg.token_env) or None
+    return Secret(token) if token else None
+
+
 def render_toml(cfg: Config, env: Mapping[str, str] | None = None) -> str:
     """The effective config as TOML, with the webhook secrets reported as set/unset, never shown."""
     lines = [f"# effective config{f' of {cfg.source}' if cfg.source else ''} (hash {cfg.config_hash})"]
@@ -75,4 +82,8 @@ def render_toml(cfg: Config, env: Mapping[str, str] | None = None) -> str:
     lines.append("")
     lines.append(f"# discord heartbeat webhook: {'set (redacted)' if heartbeat else 'not set: notifications run dry'}")
     lines.append(f"# discord alerts webhook: {'set (redacted)' if alerts else 'not set: notifications run dry'}")
+    if cfg.metrics.listen:
+        token = metrics_token(cfg.metrics, env)
+        lines.append(f"# metrics bearer token (${cfg.metrics.token_env}): "
+                     f"{'set (redacted): the dashboard, reports and /metrics need it' if token else 'not set'}")
     return "\n".join(lines) + "\n"

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from swimmy.config import Config
+from swimmy.config import Config, metrics_token
 from swimmy.daemon.commands import build_commands
 from swimmy.daemon.control import ControlServer
 from swimmy.daemon.debug import SLOW_COMMANDS
@@ -22,6 +22,8 @@ from swimmy.ops.figures import Figures
 from swimmy.ops.metrics_http import MetricsServer
 from swimmy.ops.snapshots import SnapshotWriter
 from swimmy.telemetry.logbridge import LogBridge
+from swimmy.view.dashboard import Dashboard
+from swimmy.view.pages import Pages, Reports
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,6 +34,7 @@ class Front:
     discord: DiscordHeartbeat
     control: ControlServer
     metrics: MetricsServer | None
+    dashboard: Dashboard
 
 
 async def start_front(s: Services, cfg: Config, *, config: Callable[[], Config], figures: Callable[[], Figures],
@@ -44,14 +47,19 @@ async def start_front(s: Services, cfg: Config, *, config: Callable[[], Config],
                                on_progress=beat("discord-heartbeat"))
     control = ControlServer(s.control_socket, s.emit, build_commands(s, config, health, discord),
                             slow=SLOW_COMMANDS, on_progress=beat("control"))
+    dashboard = Dashboard(s.clock, figures=figures, reasons=reasons, best=s.store.best_ranked,
+                          on_progress=beat("dashboard"))
+    s.telemetry.queue.listen(dashboard.events, dashboard.on_event)
     metrics = None
     if cfg.metrics.listen:
-        metrics = MetricsServer(cfg.metrics.listen, figures, s.progress.stale, reasons)
+        pages = Pages(dashboard, Reports(cfg.source, s.store.get_strategy))
+        metrics = MetricsServer(cfg.metrics.listen, figures, s.progress.stale, reasons, pages=pages,
+                                token=metrics_token(cfg.metrics))
         try:
             await metrics.start()
         except OSError as exc:
             raise StoreError(f"cannot listen on metrics.listen {cfg.metrics.listen}: {exc.strerror or exc}") from None
-    return Front(snapshots, discord, control, metrics)
+    return Front(snapshots, discord, control, metrics, dashboard)
 
 
 def updaters(s: Services, front: Front, bridge: LogBridge | None) -> list[Updater]:

@@ -45,6 +45,7 @@ from swimmy.telemetry.envelope import Encoder
 from swimmy.telemetry.logbridge import LogBridge, configure_logging, reset_logging
 from swimmy.telemetry.queue import EventQueue
 from swimmy.telemetry.writer import TelemetryWriter
+from swimmy.view.story import Story
 from swimmy.wire.zmq import ZMQError, prepare_security
 
 SUPERVISE_TICK_SEC = 1.0
@@ -64,7 +65,7 @@ class Daemon:
     """One `swimmy run` process. Construct, then `await serve()` for the exit code."""
 
     def __init__(self, cfg: Config, *, exit_after_sec: float | None = None, clock: Clock | None = None,
-                 stderr: TextIO | None = None) -> None:
+                 stderr: TextIO | None = None, console: bool = False) -> None:
         self.cfg = cfg
         self.clock = clock or SystemClock()
         self.exit_after_sec = exit_after_sec
@@ -84,6 +85,9 @@ class Daemon:
         self.notifier = DiscordNotifier(cfg.discord, self.emit, self.clock, heartbeat_url=heartbeat_url,
                                         alerts_url=alerts_url, on_progress=self.progress.beater("discord"))
         queue.listen(ALERT_EVENTS, self._alert)
+        self.story = Story(self.stderr, wall=self.clock.time) if console else None  # the foreground's story
+        if self.story is not None:
+            queue.listen(self.story.events, self.story.on_event)
         self._locks = [LockFile(cfg.telemetry.path, f"telemetry path {cfg.telemetry.path}"),
                        LockFile(cfg.school.db_path, f"database {cfg.school.db_path}")]
         self.services: Services | None = None
@@ -272,6 +276,7 @@ class Daemon:
         start(s.school.run(), "school")
         start(front.snapshots.run(), "snapshots")
         start(front.discord.run(), "discord-heartbeat")
+        start(front.dashboard.run(), "dashboard")
         start(self.notifier.run(), "discord", finite=True)  # stopped after a short flush, see _grace
         if self.cfg.debug.burst_on_start:
             start(burst(self.telemetry.queue, self.cfg.debug.burst_on_start), "debug-burst", finite=True)
@@ -287,6 +292,8 @@ class Daemon:
                 self._dump_requested = False
                 dump_tasks(self.emit, self.run_id, "SIGUSR1", self.loopwatch.last_lag_ms)
             self.sd.tick(self.clock.monotonic(), not self.progress.stale(), self._status_line())
+            if self.story is not None and self.services is not None:
+                self.story.tick(self.clock.monotonic(), self.figures())
             timeout = SUPERVISE_TICK_SEC
             if deadline is not None:
                 left = deadline - self.clock.monotonic()
@@ -346,6 +353,8 @@ class Daemon:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.remove_signal_handler(sig)
         reset_logging()
+        if self.story is not None:
+            self.story.close()
         self.sd.close()
         return code, lines
 

@@ -10,11 +10,13 @@ lock, a socket or a file is touched. Nothing here creates or writes anything.
 from __future__ import annotations
 
 import stat
+from collections.abc import Mapping
 from pathlib import Path
 
 from swimmy.backtest.data import load_bars, universe_dir
-from swimmy.config import Config
+from swimmy.config import Config, metrics_token
 from swimmy.errors import ConfigError, DataError
+from swimmy.wire.security import is_loopback
 
 
 def check_paths(cfg: Config) -> None:
@@ -24,9 +26,19 @@ def check_paths(cfg: Config) -> None:
         *_file("school.db_path", cfg.school.db_path),
         *_directory("snapshots.dir", cfg.snapshots.dir, must_exist=False),
         *_data(cfg),
+        *metrics_exposure(cfg),
     ]
     if problems:
         raise ConfigError(problems)
+
+
+def metrics_exposure(cfg: Config, env: Mapping[str, str] | None = None) -> list[str]:
+    """A metrics listener reachable from other hosts serves the dashboard and reports only behind a token (SPEC §7)."""
+    listen = cfg.metrics.listen
+    if not listen or is_loopback(f"tcp://{listen}") or metrics_token(cfg.metrics, env) is not None:
+        return []
+    return [f"metrics.listen: {listen} is reachable from other hosts, but ${cfg.metrics.token_env} "
+            "(metrics.token_env) holds no bearer token; set it, or listen on 127.0.0.1"]
 
 
 def _file(key: str, path: Path) -> list[str]:

@@ -7,21 +7,42 @@ restart can fix. /readyz is 200 when the daemon is also doing its job (telemetry
 writing, a backtest worker connected, no universe paused), 503 with the DEGRADED reasons otherwise
 (the same words as `swimmy status` and the heartbeat): what a load balancer or
 an alert asks; restarting does not fix a full disk.
+
+With `pages` (swimmy/view/pages.py) the same listener serves the dashboard at `/`, its data at
+/api/dashboard, its static files under /static/ and each strategy's report at /strategies/NAME. With a
+token, every path but /healthz and /readyz needs it: `Authorization: Bearer TOKEN` (Prometheus, curl), or
+the cookie that `/login?token=TOKEN` sets for a browser. A wrong or missing token gets 401.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from typing import Any
+import hmac
+from collections.abc import Awaitable, Callable, Iterator
+from typing import Any, Protocol
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from swimmy.config import Secret
 from swimmy.ops.figures import Figures
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # liveness and readiness need no token (SPEC §7)
+COOKIE = "swimmy_token"
+
+
+class Pages(Protocol):
+    """What people look at, served beside /metrics (implemented in swimmy/view/pages.py)."""
+
+    def index(self) -> bytes: ...
+
+    def static(self, name: str) -> tuple[bytes, str] | None: ...
+
+    def dashboard(self) -> bytes: ...
+
+    def report(self, name: str) -> Awaitable[tuple[int, str]]: ...
 
 
 class FiguresCollector(Collector):
@@ -119,9 +140,13 @@ class MetricsServer:
     """An aiohttp server in the daemon's loop; start() binds, close() stops (idempotent)."""
 
     def __init__(self, listen: str, figures: Callable[[], Figures],
-                 stale: Callable[[], dict[str, float]], degraded: Callable[[], list[str]] = list) -> None:
+                 stale: Callable[[], dict[str, float]], degraded: Callable[[], list[str]] = list, *,
+                 pages: Pages | None = None, token: Secret | None = None) -> None:
         host, _, port = listen.rpartition(":")
         self.host, self.port = host.strip("[]"), int(port)
+        self._pages = pages
+        self._token = token
+        self.unauthorized = 0  # requests refused for a wrong or missing token
         self._registry = CollectorRegistry(auto_describe=False)
         self._registry.register(FiguresCollector(figures))
         self._stale = stale
@@ -130,10 +155,14 @@ class MetricsServer:
 
     async def start(self) -> None:
         """Bind and serve. Raises OSError when the address is taken."""
-        app = web.Application()
+        app = web.Application(middlewares=[self._auth] if self._token is not None else [])
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
+        if self._pages is not None:
+            add_pages(app, self._pages)
+        if self._token is not None:
+            app.router.add_get("/login", self._login)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
         try:
@@ -148,6 +177,39 @@ class MetricsServer:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
+
+    @web.middleware
+    async def _auth(self, request: web.Request,
+                    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        """Every path but the probes needs the token: a bearer header, or the cookie /login set."""
+        if request.path in OPEN_PATHS or request.path == "/login" or self._authorized(request):
+            return await handler(request)
+        self.unauthorized += 1
+        return web.Response(status=401, text="401: this listener needs the bearer token (metrics.token_env)\n",
+                            headers={"WWW-Authenticate": 'Bearer realm="swimmy"'})
+
+    def _authorized(self, request: web.Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        scheme, _, presented = header.partition(" ")
+        if scheme.lower() == "bearer" and self._matches(presented.strip()):
+            return True
+        return self._matches(request.cookies.get(COOKIE, ""))
+
+    def _matches(self, presented: str) -> bool:
+        token = self._token
+        return token is not None and bool(presented) and hmac.compare_digest(presented.encode(),
+                                                                                 token.reveal().encode())
+
+    async def _login(self, request: web.Request) -> web.Response:
+        """A browser can't send a bearer header on navigation: trade the token once for an HttpOnly cookie."""
+        presented = request.query.get("token", "")
+        if not self._matches(presented):
+            self.unauthorized += 1
+            return web.Response(status=401, text="401: wrong or missing token\n",
+                                headers={"WWW-Authenticate": 'Bearer realm="swimmy"'})
+        response = web.Response(status=303, headers={"Location": "/"})
+        response.set_cookie(COOKIE, presented, httponly=True, samesite="Strict", path="/")
+        return response
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(body=generate_latest(self._registry), headers={"Content-Type": CONTENT_TYPE})
@@ -167,3 +229,32 @@ class MetricsServer:
         if not reasons:
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "not ready", "reasons": reasons}, status=503)
+
+
+def add_pages(app: web.Application, pages: Pages) -> None:
+    """The dashboard, its data and static files, and the reports."""
+
+    async def index(request: web.Request) -> web.Response:
+        return web.Response(body=pages.index(), content_type="text/html", charset="utf-8",
+                            headers={"Cache-Control": "no-cache"})
+
+    async def dashboard(request: web.Request) -> web.Response:
+        return web.Response(body=pages.dashboard(), content_type="application/json",
+                            headers={"Cache-Control": "no-store"})
+
+    async def static(request: web.Request) -> web.Response:
+        found = pages.static(request.match_info["name"])
+        if found is None:
+            raise web.HTTPNotFound(text="404: no such file\n")
+        body, content_type = found
+        return web.Response(body=body, content_type=content_type, headers={"Cache-Control": "max-age=3600"})
+
+    async def report(request: web.Request) -> web.Response:
+        status, page = await pages.report(request.match_info["name"])
+        kind = "text/html" if status == 200 else "text/plain"
+        return web.Response(status=status, text=page, content_type=kind, headers={"Cache-Control": "no-cache"})
+
+    app.router.add_get("/", index)
+    app.router.add_get("/api/dashboard", dashboard)
+    app.router.add_get("/static/{name}", static)
+    app.router.add_get("/strategies/{name}", report)

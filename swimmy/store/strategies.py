@@ -86,6 +86,13 @@ class StrategyQueries(StoreBase):
             params.append(limit)
         return [_strategy(r) for r in self._read(sql, params)]
 
+    def best_ranked(self, limit: int) -> list[StrategyRow]:
+        """The best live strategies: S, then A, then B; within a rank the highest DSR, then IS Sharpe, first."""
+        sql = (select("strategies", _STRATEGY_COLUMNS) + " WHERE rank IN ('S', 'A', 'B') ORDER BY"
+               " CASE rank WHEN 'S' THEN 0 WHEN 'A' THEN 1 ELSE 2 END, is_dsr IS NULL, is_dsr DESC,"
+               " is_sharpe IS NULL, is_sharpe DESC, name LIMIT ?")
+        return [_strategy(r) for r in self._read(sql, (limit,))]
+
     def count_by_rank(self) -> dict[str, int]:
         """How many strategies hold each rank (every rank present, 0 when empty)."""
         counts = dict.fromkeys(RANKS, 0)

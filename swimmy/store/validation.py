@@ -99,6 +99,12 @@ class ValidationQueries(StoreBase):
         rows = self._read(select("wfv_runs", _WFV_COLUMNS) + " WHERE wfv_id = ?", (wfv_id,))
         return WfvRow(*rows[0]) if rows else None
 
+    def latest_wfv_run(self, strategy: str) -> WfvRow | None:
+        """The newest walk-forward run of one strategy (any status), or None."""
+        rows = self._read(select("wfv_runs", _WFV_COLUMNS) + " WHERE strategy = ? ORDER BY started_at DESC,"
+                          " wfv_id DESC LIMIT 1", (strategy,))
+        return WfvRow(*rows[0]) if rows else None
+
     def list_wfv_runs(self, status: str | None = None) -> list[WfvRow]:
         """Walk-forward runs (of one status, when given), oldest first."""
         sql = select("wfv_runs", _WFV_COLUMNS)
