@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 from typing import TextIO
 
+from swimmy.cli.progress import progress
 from swimmy.config import Config
 from swimmy.errors import StoreError, UsageError
 from swimmy.files import atomic_write
@@ -29,7 +30,8 @@ def report_html(cfg: Config, name: str) -> str:
 def run_report(cfg: Config, name: str, out: Path | None, stdout: TextIO | None = None) -> int:
     """Write the report (`-`: standard output); print where it went; exit code."""
     stdout = stdout or sys.stdout
-    page = report_html(cfg, name)
+    with progress(f"report of {name}: backtest and charts", None, transient=True):  # a spinner, on a terminal only
+        page = report_html(cfg, name)
     if out is not None and str(out) == "-":
         stdout.write(page)
         return 0

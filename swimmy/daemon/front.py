@@ -52,7 +52,7 @@ async def start_front(s: Services, cfg: Config, *, config: Callable[[], Config],
     s.telemetry.queue.listen(dashboard.events, dashboard.on_event)
     metrics = None
     if cfg.metrics.listen:
-        pages = Pages(dashboard, Reports(cfg.source, s.store.get_strategy))
+        pages = Pages(dashboard, Reports(cfg.source.resolve() if cfg.source else None, s.store.get_strategy))
         metrics = MetricsServer(cfg.metrics.listen, figures, s.progress.stale, reasons, pages=pages,
                                 token=metrics_token(cfg.metrics))
         try:
