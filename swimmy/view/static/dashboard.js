@@ -47,13 +47,16 @@
     if (!plot) {
       plot = new uPlot({
         width: Math.max(320, box.clientWidth || 1000), height: 240,
-        scales: { x: { time: true, range: function (u, min, max) {
-          return min === max ? [min - 600, max + 60] : [min, max]; } } },
+        scales: { x: { time: true } },
+        tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); },  // UTC, as every time here
         series: [{}].concat(SERIES.map(function (s) { return { label: s[0], stroke: s[1], width: 2 }; })),
         axes: [{}, { label: "strategies", size: 60 }],
       }, data, box);
     } else {
       plot.setData(data);
+    }
+    if (p.t.length === 1) {  // one sample so far (the daemon just started): show the last ten minutes, not years
+      plot.setScale("x", { min: p.t[0] - 600, max: p.t[0] + 60 });
     }
     box.setAttribute("data-points", String(p.t.length));
   }

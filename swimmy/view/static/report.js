@@ -33,6 +33,7 @@
     var opts = {
       width: Math.max(320, el.clientWidth || 900), height: height,
       plugins: [bandsPlugin(bands())],
+      tzDate: function (ts) { return uPlot.tzDate(new Date(ts * 1e3), "Etc/UTC"); },  // UTC, as the tables
       scales: { x: { time: true, range: function (u, min, max) { return [data.curve.t[0], lastX || max]; } } },
       axes: [{}, { label: label, size: 64 }],
       series: [{}, { label: label, stroke: stroke, fill: fill, width: 1.5,
