@@ -91,7 +91,7 @@ class TestOpening:
     def test_fresh_file_gets_current_version_and_wal(self, db: Path) -> None:
         """A new file is created at the current schema version, in WAL mode."""
         with Store.open(db) as s:
-            assert s.schema_version == SCHEMA_VERSION == 4
+            assert s.schema_version == SCHEMA_VERSION == 5
             assert s.journal_mode == "wal"
         conn = sqlite3.connect(db)
         try:
@@ -152,9 +152,9 @@ class TestOpening:
         conn.executescript("CREATE TABLE future (x INTEGER); INSERT INTO future VALUES (1); PRAGMA user_version = 7;")
         conn.close()
         before = db.read_bytes()
-        with pytest.raises(StoreError, match=r"made by a newer swimmy: schema 7 > 4"):
+        with pytest.raises(StoreError, match=r"made by a newer swimmy: schema 7 > 5"):
             Store.open(db)
-        with pytest.raises(StoreError, match=r"made by a newer swimmy: schema 7 > 4"):
+        with pytest.raises(StoreError, match=r"made by a newer swimmy: schema 7 > 5"):
             Store.open_readonly(db)
         assert db.read_bytes() == before
         assert not Path(f"{db}-wal").exists()
@@ -291,7 +291,7 @@ class TestMigration:
         conn.commit()
         conn.close()
         with Store.open(db) as s:
-            assert s.schema_version == 4
+            assert s.schema_version == SCHEMA_VERSION
             run = s.get_wfv_run("w-old")
             assert run is not None and run.kind == "single_split" and run.decision == "validated"
             assert (run.is_sharpe, run.oos_sharpe) == (1.4, 1.1)

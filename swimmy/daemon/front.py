@@ -22,7 +22,7 @@ from swimmy.ops.figures import Figures
 from swimmy.ops.metrics_http import MetricsServer
 from swimmy.ops.snapshots import SnapshotWriter
 from swimmy.telemetry.logbridge import LogBridge
-from swimmy.view.dashboard import Dashboard
+from swimmy.view.dashboard import KEEP_SEC, Dashboard
 from swimmy.view.pages import Pages, Reports
 
 
@@ -48,7 +48,8 @@ async def start_front(s: Services, cfg: Config, *, config: Callable[[], Config],
     control = ControlServer(s.control_socket, s.emit, build_commands(s, config, health, discord),
                             slow=SLOW_COMMANDS, on_progress=beat("control"))
     dashboard = Dashboard(s.clock, figures=figures, reasons=reasons, best=s.store.best_ranked,
-                          on_progress=beat("dashboard"))
+                          on_progress=beat("dashboard"), recorded=s.store.population_samples,
+                          record=lambda at, counts: s.store.add_population_sample(at, counts, KEEP_SEC))
     s.telemetry.queue.listen(dashboard.events, dashboard.on_event)
     metrics = None
     if cfg.metrics.listen:

@@ -10,13 +10,15 @@ Schema history (`PRAGMA user_version`):
 - v3: `strategies.wfv_decision` (the latest WFV verdict, so "no WFV
   result yet" is an indexed column, not a scan of `wfv_runs`) and two partial
   indexes in candidate order for the school's OOS and WFV queries.
-- v4 (current): the trials ledger (`trials`, `trial_totals`), the holdout split per
+- v4: the trials ledger (`trials`, `trial_totals`), the holdout split per
   data hash with its looks (`holdout_splits`), walk-forward folds (`wfv_folds`; `wfv_runs`
   gains `kind`, old rows stay readable as `single_split`), the PBO audits (`audits`),
   and the figures the honest gates need (`is_dsr`, `is_skew`, `is_kurtosis`,
   `is_sharpe_per_bar`, `is_bars`, `oos_psr`, `oos_trades`, `oos_decision`). The old
   single-split WFV verdicts are cleared from `strategies.wfv_decision` (their runs stay),
   so every ranked strategy gets a real walk-forward.
+- v5 (current): `population_samples`, the population by rank every 30 s (the dashboard's chart),
+  so the history survives a restart; the daemon keeps the newest 7 days.
 
 A migration is one entry of `_MIGRATIONS` (index i takes a file from version i
 to i + 1) and runs in one transaction together with its `user_version` bump,
@@ -196,7 +198,20 @@ _V4: Final = (
     "CREATE INDEX audits_universe_at ON audits (universe, at)",
 )
 
-_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4)
+_V5: Final = (
+    """
+    CREATE TABLE population_samples (
+        at REAL NOT NULL PRIMARY KEY,
+        incubator INTEGER NOT NULL,
+        b INTEGER NOT NULL,
+        a INTEGER NOT NULL,
+        s INTEGER NOT NULL,
+        graveyard INTEGER NOT NULL
+    )
+    """,
+)
+
+_MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4, _V5)
 SCHEMA_VERSION: Final = len(_MIGRATIONS)
 
 

@@ -15,6 +15,8 @@ from swimmy.errors import StoreError
 from swimmy.store.connection import StoreBase, select
 from swimmy.store.rows import IS_METRIC_KEYS, RANKS, StrategyRow, check, finite
 
+_SAMPLED_RANKS: Final = ("incubator", "B", "A", "S", "graveyard")  # population_samples columns, in order
+
 _STRATEGY_COLUMNS: Final = (
     "name",
     "rules_hash",
@@ -92,6 +94,19 @@ class StrategyQueries(StoreBase):
                " CASE rank WHEN 'S' THEN 0 WHEN 'A' THEN 1 ELSE 2 END, is_dsr IS NULL, is_dsr DESC,"
                " is_sharpe IS NULL, is_sharpe DESC, name LIMIT ?")
         return [_strategy(r) for r in self._read(sql, (limit,))]
+
+    def add_population_sample(self, at: float, counts: Mapping[str, int], keep_sec: float) -> None:
+        """Record the population by rank at `at`; forget samples older than `keep_sec` before it."""
+        with self._write("record a population sample") as conn:
+            conn.execute("INSERT OR REPLACE INTO population_samples (at, incubator, b, a, s, graveyard)"
+                         " VALUES (?, ?, ?, ?, ?, ?)", (at, *(int(counts.get(r, 0)) for r in _SAMPLED_RANKS)))
+            conn.execute("DELETE FROM population_samples WHERE at < ?", (at - keep_sec,))
+
+    def population_samples(self, since: float) -> list[tuple[float, dict[str, int]]]:
+        """The population samples from `since` on, oldest first: (at, counts by rank)."""
+        rows = self._read("SELECT at, incubator, b, a, s, graveyard FROM population_samples WHERE at >= ?"
+                          " ORDER BY at", (since,))
+        return [(float(r[0]), dict(zip(_SAMPLED_RANKS, (int(n) for n in r[1:]), strict=True))) for r in rows]
 
     def count_by_rank(self) -> dict[str, int]:
         """How many strategies hold each rank (every rank present, 0 when empty)."""

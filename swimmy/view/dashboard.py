@@ -1,7 +1,9 @@
 """The dashboard's data (SPEC §7): health, the population by rank over time, the latest milestones, the best.
 
 `Dashboard` listens to the event queue for the milestones (swimmy/view/words.py), samples the population
-every `sample_sec` into a bounded history (24 h at 30 s), and answers /api/dashboard with one JSON document,
+every `sample_sec` into a bounded history (24 h at 30 s; each sample is also recorded in the store, which
+keeps 7 days, and the last 24 h are read back at start, so a restart does not blank the chart), and answers
+/api/dashboard with one JSON document,
 made at most once a second however often it is asked. Everything is bounded: the history, the milestones,
 the top table. It holds no holdout figures a verdict has not counted: the store only has OOS figures after
 the verdict.
@@ -17,6 +19,7 @@ from typing import Any
 import orjson
 
 from swimmy.clock import Clock
+from swimmy.errors import StoreError
 from swimmy.ops.figures import Figures
 from swimmy.store import StrategyRow
 from swimmy.view.words import MILESTONE_EVENTS, describe
@@ -24,6 +27,8 @@ from swimmy.view.words import MILESTONE_EVENTS, describe
 RANKS = ("incubator", "B", "A", "S", "graveyard")
 SAMPLE_SEC = 30.0
 HISTORY = 2_880  # 24 h of samples at 30 s
+HISTORY_SEC = 86_400.0
+KEEP_SEC = 7 * 86_400.0  # what the store keeps
 MAX_POINTS = 480  # the chart's points: the history is thinned to this many
 MAX_EVENTS = 100
 TOP = 30
@@ -37,7 +42,9 @@ class Dashboard:
 
     def __init__(self, clock: Clock, *, figures: Callable[[], Figures], reasons: Callable[[], list[str]],
                  best: Callable[[int], list[StrategyRow]], sample_sec: float = SAMPLE_SEC,
-                 on_progress: Callable[[], None] = lambda: None) -> None:
+                 on_progress: Callable[[], None] = lambda: None,
+                 recorded: Callable[[float], list[tuple[float, dict[str, int]]]] | None = None,
+                 record: Callable[[float, dict[str, int]], None] | None = None) -> None:
         self._clock = clock
         self._figures = figures
         self._reasons = reasons
@@ -48,6 +55,14 @@ class Dashboard:
         self.milestones: deque[dict[str, Any]] = deque(maxlen=MAX_EVENTS)
         self._last_completed: tuple[float, int] | None = None
         self._cached: tuple[float, bytes] | None = None
+        self._record = record
+        self.record_failures = 0  # samples the store refused (a full disk): the chart keeps them in memory
+        if recorded is not None:
+            try:
+                for at, counts in recorded(clock.time() - HISTORY_SEC):
+                    self.history.append((at, counts, None))
+            except StoreError:
+                self.record_failures += 1
 
     def on_event(self, event_type: str, severity: str, correlation_id: Any, data: Any) -> None:
         """A queue listener: keep the milestone's line (bounded)."""
@@ -78,7 +93,13 @@ class Dashboard:
             if self._last_completed is not None and now > self._last_completed[0]:
                 rate = (done - self._last_completed[1]) / (now - self._last_completed[0])
             self._last_completed = (now, done)
-        self.history.append((now, dict(f.strategies or {}), rate))
+        counts = dict(f.strategies or {})
+        self.history.append((now, counts, rate))
+        if self._record is not None:
+            try:
+                self._record(now, counts)
+            except StoreError:
+                self.record_failures += 1
 
     def state_bytes(self) -> bytes:
         """The /api/dashboard document (cached for `FRESH_SEC`)."""

@@ -89,3 +89,38 @@ def test_history_and_milestones_are_bounded(monkeypatch) -> None:  # type: ignor
     assert len(state["population"]["t"]) == dash.MAX_POINTS
     assert state["population"]["t"][-1] == round(clock.time())  # the newest point is always kept
     assert len(orjson.dumps(state)) < 60_000
+
+
+def test_the_population_history_survives_a_restart(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Samples go to the store (7 days kept); a new dashboard reads the last 24 h back."""
+    from swimmy.store import Store
+
+    clock = FakeClock()
+    with Store.open(tmp_path / "school.db") as store:
+        def record(at: float, counts: dict[str, int]) -> None:
+            store.add_population_sample(at, counts, dash.KEEP_SEC)
+
+        first = Dashboard(clock, figures=lambda: FULL, reasons=list, best=lambda n: [], record=record)
+        for _ in range(3):
+            first.sample()
+            clock.advance(30.0)
+        old = clock.time() - 2 * 86_400
+        store.add_population_sample(old, {"S": 7}, dash.KEEP_SEC)  # older than a day: kept, but not charted
+        again = Dashboard(clock, figures=lambda: FULL, reasons=list, best=lambda n: [],
+                          recorded=store.population_samples, record=record)
+        assert [round(t) for t, _, _ in again.history] == [round(t) for t, _, _ in first.history]
+        assert again.history[0][1] == {"incubator": 5, "B": 2, "A": 1, "S": 0, "graveyard": 9}
+        clock.advance(8 * 86_400)
+        again.sample()  # a week later: the old samples are forgotten by the store
+        assert [round(t) for t, _ in store.population_samples(0)] == [round(clock.time())]
+
+
+def test_a_store_that_refuses_a_sample_costs_the_chart_nothing() -> None:
+    from swimmy.errors import StoreError
+
+    def full_disk(at: float, counts: dict[str, int]) -> None:
+        raise StoreError("database or disk is full")
+
+    board = Dashboard(FakeClock(), figures=lambda: FULL, reasons=list, best=lambda n: [], record=full_disk)
+    board.sample()
+    assert board.record_failures == 1 and len(board.history) == 1
