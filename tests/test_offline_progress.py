@@ -6,10 +6,12 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
+import numpy as np
 import pytest
 from helpers import REPO, write_config
 from rich.console import Console
 
+from swimmy.backtest.data import load_bars, universe_dir
 from swimmy.backtest.strategies import StrategySpec
 from swimmy.cli import datatools
 from swimmy.cli.backtest import run_offline, run_offline_rank
@@ -17,6 +19,7 @@ from swimmy.cli.main import main
 from swimmy.cli.progress import progress
 from swimmy.config import load_config
 from swimmy.school.catalog import row_for
+from swimmy.school.universes import holdout_start
 from swimmy.store import Store
 
 FIXTURES = REPO / "tests" / "fixtures" / "data"
@@ -48,24 +51,35 @@ def config(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.fixture
+def is_bars(config: Path) -> int:
+    """The bars before the holdout of the shipped EURUSD H1 year, as the school splits it."""
+    cfg = load_config(config)
+    bars = load_bars(universe_dir(cfg, "EURUSD"), "EURUSD", "H1")
+    start = holdout_start(bars.timestamps, cfg.oos.window_fraction, cfg.oos.holdout_min_days)
+    return int(np.searchsorted(bars.timestamps, start))
+
+
 def names(rank: str) -> set[str]:
     return {spec.name() for spec in RANKED[rank]}
 
 
 class TestBacktestRank:
     def test_one_line_per_strategy_of_the_rank_and_none_of_another(
-            self, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
+            self, config: Path, is_bars: int, capsys: pytest.CaptureFixture[str]) -> None:
         assert main(["backtest", "--rank", "A", "--config", str(config)]) == 0
         captured = capsys.readouterr()
         lines = captured.out.splitlines()
         assert lines[0].split() == ["name", "family", "bars", "trades", "sharpe", "profit_factor", "win_rate",
                                     "max_drawdown", "psr", "pnl_pips"]
-        rows = [line.split() for line in lines[2:-1]]
+        rows = [line.split() for line in lines[2:-2]]
         assert {row[0] for row in rows} == names("A") and len(rows) == 3
         assert {row[1] for row in rows} == {"sma_cross", "rsi_reversion", "donchian_breakout"}
-        assert all(row[2] == "6,225" and len(row) == 10 for row in rows)
+        # No OOS verdict yet: each stops where its universe's holdout starts (SPEC §5), the IS range's bars.
+        assert all(row[2] == f"{is_bars:,}" and len(row) == 10 for row in rows)
         assert not any(name in captured.out for name in names("B") | names("graveyard"))
-        assert lines[-1].startswith("(3 strategies of rank A from the first bar to the last bar, ")
+        assert lines[-2].startswith("(3 strategies of rank A from the first bar to the last bar, ")
+        assert lines[-1] == "(3 without an OOS verdict stop at their universe's holdout; --to DATE looks past it)"
         assert captured.err == "", "stderr is no terminal: no bar, not even an empty line"
 
     def test_from_and_to_bound_every_backtest(self, config: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -81,13 +95,29 @@ class TestBacktestRank:
         drawn = screen.getvalue()
         assert "3/3" in drawn and "rank A" in drawn
         assert any(name in drawn for name in names("A"))
-        assert len(out.getvalue().splitlines()) == 2 + 3 + 1, "the results stay on `out`, not on the bar's console"
+        assert len(out.getvalue().splitlines()) == 2 + 3 + 2, "the results stay on `out`, not on the bar's console"
 
     def test_no_store_yet_is_an_empty_table_and_a_note(
             self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         assert main(["backtest", "--rank", "S", "--config", str(write_config(tmp_path))]) == 0
         captured = capsys.readouterr()
         assert "(0 strategies of rank S" in captured.out and "no strategy store at" in captured.err
+
+
+class TestHoldout:
+    def test_a_verdict_or_an_explicit_to_looks_past_the_holdout(
+            self, config: Path, is_bars: int, capsys: pytest.CaptureFixture[str]) -> None:
+        name = RANKED["A"][0].name()
+        assert main(["backtest", name, "--config", str(config)]) == 0
+        out = capsys.readouterr().out
+        assert f"bars: {is_bars:,} " in out and "stops at the holdout" in out
+        assert main(["backtest", name, "--config", str(config), "--to", "2018-01-01"]) == 0
+        out = capsys.readouterr().out
+        assert "bars: 6,225 " in out and "holdout" not in out
+        with Store.open(load_config(config).school.db_path) as store:
+            store.set_oos_verdict(name, sharpe=0.1, psr=0.5, trades=9, decision="fail", now=3.0)
+        assert main(["backtest", name, "--config", str(config)]) == 0
+        assert "bars: 6,225 " in capsys.readouterr().out
 
 
 class TestBacktestName:

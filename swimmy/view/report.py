@@ -68,9 +68,8 @@ def build_report(cfg: Config, store: Store, name: str, *, now: float | None = No
         bars = load_bars(directory, spec.symbol, spec.timeframe)
     except SwimmyError as exc:
         raise UsageError(f"{name}: cannot read the data of {universe}: {exc}") from None
-    digest = data_hash(directory, spec.symbol, spec.timeframe)
-    oos_start = _oos_start(cfg, store, universe, digest, bars)
-    shown = row.oos_decision is not None or row.oos_sharpe is not None
+    oos_start = holdout_of(cfg, store, row, bars)
+    shown = verdict_given(row)
     end_ts = None if shown or oos_start is None else oos_start
     sim = simulate(spec, bars, end_ts=end_ts, costs=Costs(**instrument_costs(cfg, spec.symbol)))
     ts = bars.timestamps[sim.first_bar:sim.first_bar + len(sim.returns)]
@@ -110,10 +109,17 @@ def build_report(cfg: Config, store: Store, name: str, *, now: float | None = No
     )
 
 
-def _oos_start(cfg: Config, store: Store, universe: str, digest: str | None, bars: Bars) -> int | None:
-    """Where the holdout starts: as the school recorded it for this data, else as it would split it now."""
+def verdict_given(row: StrategyRow) -> bool:
+    """Whether an OOS verdict has counted this strategy's look at the holdout (SPEC §5): only then is it shown."""
+    return row.oos_decision is not None or row.oos_sharpe is not None
+
+
+def holdout_of(cfg: Config, store: Store, row: StrategyRow, bars: Bars) -> int | None:
+    """Where the strategy's universe's holdout starts: as the school recorded it for this data, else as it
+    would split it now (`oos.window_fraction`, `oos.min_window_days`)."""
+    digest = data_hash(universe_dir(cfg, row.symbol), row.symbol, row.timeframe)
     if digest is not None:
-        split = store.holdout_split(universe, digest)
+        split = store.holdout_split(universe_name(row.symbol, row.timeframe), digest)
         if split is not None:
             return split[0]
     return holdout_start(bars.timestamps, cfg.oos.window_fraction, cfg.oos.holdout_min_days)
@@ -191,4 +197,5 @@ def _clean(value: Any) -> Any:
     return value
 
 
-__all__ = ["EXIT_REASONS", "MAX_POINTS", "Report", "build_report", "equity_series", "monthly_returns"]
+__all__ = ["EXIT_REASONS", "MAX_POINTS", "Report", "build_report", "equity_series", "holdout_of", "monthly_returns",
+           "verdict_given"]
