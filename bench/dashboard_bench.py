@@ -15,8 +15,8 @@ the population chart its canvas (`#population[data-points] canvas`). Measured pe
   navigation started, without Playwright's round trips).
 
 The weight is reported for the first load (every load fetches the same files); the time as the median and the max
-of the 5. The population chart has one sample here (the daemon samples at start): a day's full chart (480 points)
-would make /api/dashboard heavier, and that extra is estimated and printed too.
+of the 5 (the ratio is the median's). The population chart has one sample here (the daemon samples at start): a
+day's full chart (480 points) would make /api/dashboard heavier, and that extra is estimated and printed too.
 
 Without chromium or playwright the bench says so and exits 0. It exits 1 only when the setup is broken (the daemon
 does not start, the page never renders); a missed target is printed as FAIL, and the exit is still 0: it is a
@@ -148,31 +148,51 @@ def specs(n: int, rng: np.random.Generator) -> list[StrategySpec]:
     return list(found.values())
 
 
+# Per rank, IS figures inside its band of the default [ranks] gates (swimmy/config/sections.py), so the daemon's
+# start-up re-ranking keeps every rank as seeded: (sharpe, profit factor, max drawdown, trades) ranges.
+BANDS = {
+    "graveyard": ((-1.0, 0.14), (0.6, 1.04), (0.1, 0.6), (5, 400)),
+    "B": ((0.15, 0.44), (1.05, 1.19), (0.05, 0.24), (20, 400)),
+    "A": ((0.45, 0.9), (1.2, 1.6), (0.155, 0.195), (30, 400)),  # max DD above S's 0.15: an A stays A
+    "S": ((0.9, 1.5), (1.6, 2.0), (0.03, 0.14), (60, 400)),
+}
+
+
 def seed(db_path: Path) -> dict[str, int]:
-    """The store with 2,000 strategies over the ranks, the better IS Sharpe the higher the rank; counts by rank."""
+    """The store with 2,000 strategies over the ranks (RANK_COUNTS); the counts by rank as the store has them.
+
+    The incubator's have no IS figures yet (they wait for their backtest); graveyard, B, A and S have IS figures
+    in their rank's band and a DSR; A and S have passed the holdout, S also a validated walk-forward.
+    """
     rng = np.random.default_rng(15)
     all_specs = specs(sum(RANK_COUNTS.values()), rng)
     now = time.time()
-    sharpes = np.sort(rng.normal(0.4, 0.7, len(all_specs)))  # ascending: graveyard first, S last
-    order = ["graveyard", "incubator", "B", "A", "S"]
-    ranks = [rank for rank in order for _ in range(RANK_COUNTS[rank])]
+    ranks = [rank for rank, n in RANK_COUNTS.items() for _ in range(n)]
     db_path.parent.mkdir(parents=True, exist_ok=True)
     with Store.open(db_path) as store:
         added = store.add_strategies([row_for(s, now, generation=int(rng.integers(0, 12))) for s in all_specs])
         assert added == len(all_specs), f"only {added} of {len(all_specs)} strategies were added"
         results = []
-        for spec, sharpe, rank in zip(all_specs, sharpes, ranks, strict=True):
-            trades = int(rng.integers(30, 400))
-            metrics = {"trades": trades, "sharpe": float(sharpe), "profit_factor": float(1 + sharpe / 3),
-                       "win_rate": float(rng.uniform(0.35, 0.65)), "max_drawdown": float(rng.uniform(0.02, 0.3)),
-                       "sortino": float(sharpe * 1.3), "psr": float(min(0.999, max(0.0, 0.5 + sharpe / 4))),
-                       "pnl_pips": float(sharpe * 300), "skew": float(rng.normal(0, 0.5)),
-                       "kurtosis": float(3 + abs(rng.normal(0, 1))), "sharpe_per_bar": float(sharpe / 79),
-                       "bars": 6_000}
-            if rank != "incubator":  # the incubator's are still waiting for their IS backtest
-                metrics["dsr"] = float(min(0.999, max(0.0, 0.3 + sharpe / 4)))
-                results.append((spec.name(), metrics, rank))
+        for spec, rank in zip(all_specs, ranks, strict=True):
+            if rank == "incubator":
+                continue
+            (s_lo, s_hi), (pf_lo, pf_hi), (dd_lo, dd_hi), (t_lo, t_hi) = BANDS[rank]
+            sharpe = float(rng.uniform(s_lo, s_hi))
+            metrics = {"trades": int(rng.integers(t_lo, t_hi + 1)), "sharpe": sharpe,
+                       "profit_factor": float(rng.uniform(pf_lo, pf_hi)), "win_rate": float(rng.uniform(0.35, 0.65)),
+                       "max_drawdown": float(rng.uniform(dd_lo, dd_hi)), "sortino": sharpe * 1.3,
+                       "psr": float(min(0.999, max(0.0, 0.5 + sharpe / 3))), "pnl_pips": sharpe * 300,
+                       "skew": float(rng.normal(0, 0.5)), "kurtosis": float(3 + abs(rng.normal(0, 1))),
+                       "sharpe_per_bar": sharpe / 79, "bars": 6_000,
+                       "dsr": float(min(0.999, max(0.0, 0.3 + sharpe / 2)))}
+            results.append((spec.name(), metrics, rank))
         store.record_is_results(results, now)  # one transaction, as the school writes them
+        for name, metrics, rank in results:
+            if rank in ("A", "S"):
+                store.set_oos_verdict(name, sharpe=float(metrics["sharpe"]) * 0.8, psr=0.97,
+                                      trades=int(metrics["trades"]) // 4, decision="pass", now=now)
+            if rank == "S":
+                store.set_wfv_decision(name, "validated", now)
         return store.count_by_rank()
 
 
@@ -354,9 +374,11 @@ def report(loads: list[dict[str, Any]], seeded: dict[str, int], in_store: dict[s
           + ", ".join(f"{t:.3f}" for t in in_page) + " s")
     print(ratio_line("first load:", f"{total / 1000:.1f} KB", f"<= {TARGET_KB:g} KB", total / 1000 / TARGET_KB))
     median, worst = statistics.median(walls), max(walls)
-    print(ratio_line("render:", f"median {median:.2f} s, max {worst:.2f} s (in page: median "
-                     f"{statistics.median(in_page):.2f} s, max {max(in_page):.2f} s)", f"<= {TARGET_SEC:g} s",
-                     worst / TARGET_SEC))
+    print(ratio_line("render:", f"median {median:.2f} s, max {worst:.2f} s", f"<= {TARGET_SEC:g} s",
+                     median / TARGET_SEC)
+          + ("" if worst <= TARGET_SEC else f" (the slowest load, {worst:.2f} s, missed it)"))
+    print(f"  in the page (performance.now() when both were drawn): median {statistics.median(in_page):.2f} s, "
+          f"max {max(in_page):.2f} s")
     print(f"versions: swimmy {__version__}, Python {platform.python_version()}, playwright {version('playwright')}, "
           f"chromium {chromium_version}; {os.cpu_count()} CPUs, {platform.machine()}")
 
