@@ -11,7 +11,7 @@ import pytest
 from helpers import REPO, write_config
 from rich.console import Console
 
-from swimmy.backtest.data import load_bars, universe_dir
+from swimmy.backtest.data import data_hash, load_bars, universe_dir
 from swimmy.backtest.strategies import StrategySpec
 from swimmy.cli import datatools
 from swimmy.cli.backtest import run_offline, run_offline_rank
@@ -116,6 +116,7 @@ class TestHoldout:
         assert "bars: 6,225 " in out and "holdout" not in out
         with Store.open(load_config(config).school.db_path) as store:
             store.set_oos_verdict(name, sharpe=0.1, psr=0.5, trades=9, decision="fail", now=3.0)
+            store.set_oos_data_hash(name, data_hash(REPO / "data" / "eurusd-h1-2017", "EURUSD", "H1") or "")
         assert main(["backtest", name, "--config", str(config)]) == 0
         assert "bars: 6,225 " in capsys.readouterr().out
 

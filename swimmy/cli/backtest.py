@@ -22,17 +22,17 @@ from swimmy.config import Config, instrument_costs
 from swimmy.errors import BacktestError, DataError, StoreError, UsageError
 from swimmy.rfc3339 import NoTimeZone, parse_rfc3339
 from swimmy.store import Store, StrategyRow
-from swimmy.view.report import holdout_of, verdict_given
+from swimmy.view.report import holdout_view
 
 HOLDOUT_NOTE = "stops at the holdout ({when}): no OOS verdict yet; --to DATE looks past it"
 
 
 def _end(cfg: Config, store: Store, row: StrategyRow, bars: Bars, end_ts: int | None) -> tuple[int | None, str | None]:
     """The range's end: `--to` when given; else the holdout's start for a strategy without a verdict (and why)."""
-    if end_ts is not None or verdict_given(row):
+    if end_ts is not None:
         return end_ts, None
-    oos_start = holdout_of(cfg, store, row, bars)
-    if oos_start is None:
+    oos_start, shown = holdout_view(cfg, store, row, bars)
+    if shown or oos_start is None:
         return None, None
     return oos_start, HOLDOUT_NOTE.format(when=f"{datetime.fromtimestamp(oos_start, UTC):%Y-%m-%d %H:%M} UTC")
 

@@ -163,6 +163,7 @@ class SchoolRanking(SchoolData):
         if digest is None:
             return
         looks = self._store.add_holdout_look(universe, digest)
+        self._store.set_oos_data_hash(row.name, digest)
         split = self._store.holdout_split(universe, digest)
         if looks > self.cfg.oos.max_looks and split is not None and not split[2]:
             self._store.mark_holdout_worn(universe, digest)

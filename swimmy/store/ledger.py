@@ -152,6 +152,10 @@ class LedgerQueries(StoreBase):
         self._update_strategy(name, "oos_sharpe = ?, oos_psr = ?, oos_trades = ?, oos_decision = ?, updated_at = ?",
                               [finite(sharpe), finite(psr), trades, decision, now])
 
+    def set_oos_data_hash(self, name: str, data_hash: str) -> None:
+        """Record which data's holdout a strategy's counted look was on (a report shows that holdout only)."""
+        self._update_strategy(name, "oos_data_hash = ?", [data_hash])
+
     def add_audit(self, universe: str, at: float, strategies: int, pbo: float | None, trials: int,
                   n_eff: float | None, sr0: float | None) -> None:
         """Record one PBO audit."""

@@ -67,6 +67,7 @@ class StrategyRow:
     oos_psr: float | None = None
     oos_trades: int | None = None
     oos_decision: str | None = None
+    oos_data_hash: str | None = None  # the data whose holdout the verdict's look was counted on (schema v5)
 
     @property
     def is_metrics(self) -> dict[str, float | int | None]:

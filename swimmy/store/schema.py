@@ -18,7 +18,8 @@ Schema history (`PRAGMA user_version`):
   single-split WFV verdicts are cleared from `strategies.wfv_decision` (their runs stay),
   so every ranked strategy gets a real walk-forward.
 - v5 (current): `population_samples`, the population by rank every 30 s (the dashboard's chart),
-  so the history survives a restart; the daemon keeps the newest 7 days.
+  so the history survives a restart; the daemon keeps the newest 7 days. `strategies.oos_data_hash`:
+  the data whose holdout a counted OOS look was on, so a report never draws another data's holdout.
 
 A migration is one entry of `_MIGRATIONS` (index i takes a file from version i
 to i + 1) and runs in one transaction together with its `user_version` bump,
@@ -209,6 +210,7 @@ _V5: Final = (
         graveyard INTEGER NOT NULL
     )
     """,
+    "ALTER TABLE strategies ADD COLUMN oos_data_hash TEXT NULL",
 )
 
 _MIGRATIONS: Final[tuple[tuple[str, ...], ...]] = (_V1, _V2, _V3, _V4, _V5)

@@ -39,6 +39,7 @@ _STRATEGY_COLUMNS: Final = (
     "oos_psr",
     "oos_trades",
     "oos_decision",
+    "oos_data_hash",
 )
 
 
@@ -199,8 +200,8 @@ class StrategyQueries(StoreBase):
                                 " AND rank IN ('B', 'A', 'S')", (symbol, timeframe)).fetchall()
             names = [(str(r[0]),) for r in rows]
             conn.executemany("UPDATE strategies SET rank = 'incubator', oos_sharpe = NULL, oos_psr = NULL,"
-                             " oos_trades = NULL, oos_decision = NULL, wfv_decision = NULL, updated_at = ?"
-                             " WHERE name = ?", [(now, n) for (n,) in names])
+                             " oos_trades = NULL, oos_decision = NULL, oos_data_hash = NULL, wfv_decision = NULL,"
+                             " updated_at = ? WHERE name = ?", [(now, n) for (n,) in names])
             conn.executemany("DELETE FROM oos_queue WHERE strategy = ?", names)
         return [(str(r[0]), str(r[1])) for r in rows]
 
@@ -301,6 +302,7 @@ def _strategy_values(row: StrategyRow) -> tuple[object, ...]:
         finite(row.oos_psr),
         row.oos_trades,
         row.oos_decision,
+        row.oos_data_hash,
     )
 
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -68,8 +68,7 @@ def build_report(cfg: Config, store: Store, name: str, *, now: float | None = No
         bars = load_bars(directory, spec.symbol, spec.timeframe)
     except SwimmyError as exc:
         raise UsageError(f"{name}: cannot read the data of {universe}: {exc}") from None
-    oos_start = holdout_of(cfg, store, row, bars)
-    shown = verdict_given(row)
+    oos_start, shown = holdout_view(cfg, store, row, bars)
     end_ts = None if shown or oos_start is None else oos_start
     sim = simulate(spec, bars, end_ts=end_ts, costs=Costs(**instrument_costs(cfg, spec.symbol)))
     ts = bars.timestamps[sim.first_bar:sim.first_bar + len(sim.returns)]
@@ -109,20 +108,28 @@ def build_report(cfg: Config, store: Store, name: str, *, now: float | None = No
     )
 
 
-def verdict_given(row: StrategyRow) -> bool:
-    """Whether an OOS verdict has counted this strategy's look at the holdout (SPEC §5): only then is it shown."""
-    return row.oos_decision is not None or row.oos_sharpe is not None
+LOOKED: Final = frozenset({"pass", "fail", "ungated"})  # verdicts whose look at the holdout was counted
 
 
-def holdout_of(cfg: Config, store: Store, row: StrategyRow, bars: Bars) -> int | None:
-    """Where the strategy's universe's holdout starts: as the school recorded it for this data, else as it
-    would split it now (`oos.window_fraction`, `oos.min_window_days`)."""
+def holdout_view(cfg: Config, store: Store, row: StrategyRow, bars: Bars) -> tuple[int | None, bool]:
+    """(where the universe's holdout starts, whether this strategy's returns there may be shown).
+
+    The start is the school's recorded split for the data on disk, else where it would split it now. The
+    holdout may be shown only after a verdict whose look was counted (SPEC §5: pass, fail or ungated; not a
+    mirror rejection, not an error), and only on the data that look was on (`oos_data_hash`; a store from
+    before it was kept: only while the universe has never had other data).
+    """
+    universe = universe_name(row.symbol, row.timeframe)
     digest = data_hash(universe_dir(cfg, row.symbol), row.symbol, row.timeframe)
-    if digest is not None:
-        split = store.holdout_split(universe_name(row.symbol, row.timeframe), digest)
-        if split is not None:
-            return split[0]
-    return holdout_start(bars.timestamps, cfg.oos.window_fraction, cfg.oos.holdout_min_days)
+    split = store.holdout_split(universe, digest) if digest is not None else None
+    start = split[0] if split is not None else holdout_start(bars.timestamps, cfg.oos.window_fraction,
+                                                              cfg.oos.holdout_min_days)
+    looked = row.oos_decision in LOOKED if row.oos_decision is not None else row.oos_sharpe is not None
+    if not looked or digest is None:
+        return start, False
+    if row.oos_data_hash is not None:
+        return start, row.oos_data_hash == digest
+    return start, store.holdout_hashes(universe) == [digest]
 
 
 def equity_series(ts: npt.NDArray[np.int64], returns: npt.NDArray[np.float64],
@@ -197,5 +204,5 @@ def _clean(value: Any) -> Any:
     return value
 
 
-__all__ = ["EXIT_REASONS", "MAX_POINTS", "Report", "build_report", "equity_series", "holdout_of", "monthly_returns",
-           "verdict_given"]
+__all__ = ["EXIT_REASONS", "LOOKED", "MAX_POINTS", "Report", "build_report", "equity_series", "holdout_view",
+           "monthly_returns"]

@@ -153,6 +153,8 @@ class TestStartUpAndAudit:
         (worn,) = kit.events("school.holdout_worn")
         assert worn.severity == "warning" and worn.data["oos_looks"] == 4 and worn.data["max_looks"] == 3
         assert s.universe_figures()["EURUSD_H1"]["oos_looks"] == 6
+        stored = kit.store.get_strategy(row.name)
+        assert stored is not None and stored.oos_data_hash == "hash-1"  # the look was on this data's holdout
         s._data_hashes["EURUSD_H1"] = "hash-2"  # new data: a new holdout, looks start again
         kit.store.record_holdout_split("EURUSD_H1", "hash-2", 1_710_000_000, 0.25, 90, 0.0)
         assert s.universe_figures()["EURUSD_H1"]["oos_looks"] == 0

@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from helpers import write_config
 
-from swimmy.backtest.data import load_bars, universe_dir
+from swimmy.backtest.data import data_hash, load_bars, universe_dir
 from swimmy.backtest.engine import Costs, simulate
 from swimmy.backtest.strategies import StrategySpec
 from swimmy.cli.main import main
-from swimmy.config import instrument_costs, load_config
+from swimmy.config import Config, instrument_costs, load_config
 from swimmy.school.catalog import row_for
 from swimmy.school.universes import holdout_start
 from swimmy.store import Store
@@ -77,10 +77,17 @@ def test_report_holds_the_figures_and_the_curve_and_stops_before_the_holdout(sch
     assert not any(t["holdout"] for t in data["trades"]) and not any(m["holdout"] for m in data["monthly"])
 
 
+def current_hash(cfg: Config) -> str:
+    digest = data_hash(universe_dir(cfg, "EURUSD"), "EURUSD", "H1")
+    assert digest is not None
+    return digest
+
+
 def test_after_the_oos_verdict_the_holdout_is_drawn(school: Path) -> None:
     cfg = load_config(school)
     with Store.open(cfg.school.db_path) as store:
         store.set_oos_verdict(NAME, sharpe=0.5, psr=0.7, trades=12, decision="fail", now=1_003.0)
+        store.set_oos_data_hash(NAME, current_hash(cfg))  # as the school does when it counts the look
         report = build_report(cfg, store, NAME, now=0.0)
     ts, _ = reference(school, None)
     assert report.holdout_shown and report.holdout is not None
@@ -122,3 +129,32 @@ def test_monthly_returns_compound_each_calendar_month() -> None:
     assert months[0]["ret"] == pytest.approx((1.01 * 1.02 - 1) * 100, abs=1e-4)
     assert months[1]["ret"] == pytest.approx((0.99 * 1.0 * 1.03 - 1) * 100, abs=1e-4)
     assert [m["holdout"] for m in months] == [False, True]
+
+
+@pytest.mark.parametrize("case", ["mirror", "other data", "error"])
+def test_a_look_not_counted_on_this_data_keeps_the_holdout_hidden(school: Path, case: str) -> None:
+    """A mirror rejection counts no look; a verdict on other data says nothing of this data's holdout."""
+    cfg = load_config(school)
+    with Store.open(cfg.school.db_path) as store:
+        if case == "mirror":
+            store.set_oos_verdict(NAME, sharpe=None, psr=None, trades=None, decision="mirror", now=1_003.0)
+            store.set_oos_data_hash(NAME, current_hash(cfg))
+        elif case == "other data":
+            store.set_oos_verdict(NAME, sharpe=0.5, psr=0.7, trades=12, decision="pass", now=1_003.0)
+            store.set_oos_data_hash(NAME, "0123456789abcdef")
+        else:
+            store.set_oos_verdict(NAME, sharpe=None, psr=None, trades=None, decision="error", now=1_003.0)
+        report = build_report(cfg, store, NAME, now=0.0)
+    assert report.holdout is not None and not report.holdout_shown
+    assert report.curve["t"][-1] < report.holdout[0]
+
+
+def test_a_verdict_from_before_the_hash_was_kept_shows_only_while_the_data_never_changed(school: Path) -> None:
+    cfg = load_config(school)
+    digest = current_hash(cfg)
+    with Store.open(cfg.school.db_path) as store:
+        store.set_oos_verdict(NAME, sharpe=0.5, psr=0.7, trades=12, decision="pass", now=1_003.0)
+        store.record_holdout_split("EURUSD_H1", digest, 1_500_000_000, 0.25, 90, 1_000.0)
+        assert build_report(cfg, store, NAME, now=0.0).holdout_shown
+        store.record_holdout_split("EURUSD_H1", "0123456789abcdef", 1_400_000_000, 0.25, 90, 900.0)
+        assert not build_report(cfg, store, NAME, now=0.0).holdout_shown
