@@ -67,7 +67,22 @@ async def test_pages_without_a_token(listener: Callable[..., Awaitable[str]]) ->
     assert (await get(f"{base}/static/../../etc/passwd"))[0] == 404
     assert (await get(f"{base}/strategies/known"))[:2] == (200, "<h1>known</h1>")
     assert (await get(f"{base}/strategies/unknown"))[0] == 404
-    assert (await get(f"{base}/login?token=x"))[0] == 404  # no token configured: no login either
+    assert (await get(f"{base}/login"))[0] == 404  # no token configured: no login either
+    status, _, headers = await get(f"{base}/")
+    assert "default-src 'self'" in headers["Content-Security-Policy"]
+    status, _, headers = await get(f"{base}/strategies/known")
+    assert headers["Content-Security-Policy"].startswith("default-src 'none'")  # the report loads nothing
+
+
+async def test_a_loopback_listener_answers_loopback_names_only(listener: Callable[..., Awaitable[str]]) -> None:
+    """DNS rebinding: a page on evil.example resolving to 127.0.0.1 sends Host: evil.example."""
+    base = await listener(None)
+    for path in ("/", "/api/dashboard", "/metrics", "/strategies/known"):
+        status, body, _ = await get(base + path, headers={"Host": "evil.example:9464"})
+        assert (status, body) == (421, "421: this listener answers loopback names only\n")
+    assert (await get(f"{base}/healthz", headers={"Host": "evil.example"}))[0] == 200  # probes: any name
+    for host in ("localhost:9464", "127.0.0.1", "[::1]:9464"):
+        assert (await get(f"{base}/api/dashboard", headers={"Host": host}))[0] == 200
 
 
 @pytest.mark.parametrize("path", ["/", "/api/dashboard", "/metrics", "/strategies/known", "/static/app.js"])
@@ -86,17 +101,26 @@ async def test_probes_stay_open(listener: Callable[..., Awaitable[str]]) -> None
     assert (await get(f"{base}/healthz"))[0] == 200
     assert (await get(f"{base}/readyz"))[0] == 200
 
-async def test_a_browser_trades_the_token_for_a_cookie(listener: Callable[..., Awaitable[str]]) -> None:
+async def test_a_browser_trades_the_posted_token_for_a_cookie(listener: Callable[..., Awaitable[str]]) -> None:
     base = await listener(TOKEN)
-    assert (await get(f"{base}/login?token=wrong"))[0] == 401
+    status, page, _ = await get(f"{base}/")
+    assert status == 401 and '<form method="post" action="/login">' in page and TOKEN not in page
+    assert (await get(f"{base}/login"))[0] == 200
     # unsafe=True: aiohttp's jar, unlike a browser's, keeps no cookie of an IP address by default.
     async with aiohttp.ClientSession(cookie_jar=aiohttp.CookieJar(unsafe=True)) as session:
         async with session.get(f"{base}/login?token={TOKEN}", allow_redirects=False) as r:
+            assert r.status == 200 and "Set-Cookie" not in r.headers  # a token in a URL logs nobody in
+        async with session.post(f"{base}/login", data={"token": "wrong"}, allow_redirects=False) as r:
+            assert r.status == 401 and "Set-Cookie" not in r.headers
+        async with session.post(f"{base}/login", data={"token": TOKEN}, allow_redirects=False) as r:
             assert r.status == 303 and r.headers["Location"] == "/"
             cookie = r.headers["Set-Cookie"]
-            assert "HttpOnly" in cookie and "SameSite=Strict" in cookie
+            assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Secure" not in cookie
         async with session.get(f"{base}/api/dashboard") as r:  # the session sends the cookie back
             assert r.status == 200
+        async with session.post(f"{base}/login", data={"token": TOKEN}, headers={"X-Forwarded-Proto": "https"},
+                                allow_redirects=False) as r:
+            assert "Secure" in r.headers["Set-Cookie"]  # behind a TLS proxy the cookie never goes out in clear
 
 
 def test_a_listener_other_hosts_reach_needs_a_token(tmp_path, monkeypatch, capsys) -> None:  # type: ignore[no-untyped-def]

@@ -292,7 +292,7 @@ class Daemon:
                 self._dump_requested = False
                 dump_tasks(self.emit, self.run_id, "SIGUSR1", self.loopwatch.last_lag_ms)
             self.sd.tick(self.clock.monotonic(), not self.progress.stale(), self._status_line())
-            if self.story is not None and self.services is not None:
+            if self.story is not None and self.services is not None and self.story.due(self.clock.monotonic()):
                 self.story.tick(self.clock.monotonic(), self.figures())
             timeout = SUPERVISE_TICK_SEC
             if deadline is not None:

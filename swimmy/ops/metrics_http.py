@@ -11,7 +11,10 @@ an alert asks; restarting does not fix a full disk.
 With `pages` (swimmy/view/pages.py) the same listener serves the dashboard at `/`, its data at
 /api/dashboard, its static files under /static/ and each strategy's report at /strategies/NAME. With a
 token, every path but /healthz and /readyz needs it: `Authorization: Bearer TOKEN` (Prometheus, curl), or
-the cookie that `/login?token=TOKEN` sets for a browser. A wrong or missing token gets 401.
+the cookie that the form at /login sets for a browser (posted, so the token never sits in a URL, a history
+or a proxy's log). A wrong or missing token gets 401. A loopback listener answers only requests whose Host
+is a loopback name (DNS rebinding cannot make a web page read it), and the pages carry a Content-Security-
+Policy that lets them load nothing from anywhere but the daemon.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from __future__ import annotations
 import hmac
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, generate_latest
@@ -27,10 +31,23 @@ from prometheus_client.registry import Collector
 
 from swimmy.config import Secret
 from swimmy.ops.figures import Figures
+from swimmy.wire.security import is_loopback
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 OPEN_PATHS = frozenset({"/healthz", "/readyz"})  # liveness and readiness need no token (SPEC §7)
 COOKIE = "swimmy_token"
+LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "::1"})
+# The dashboard loads its scripts and data from the daemon only; the report is one file: inline, nothing else.
+DASHBOARD_CSP = "default-src 'self'; style-src 'self' 'unsafe-inline'; img-src 'self' data:; frame-ancestors 'none'"
+REPORT_CSP = ("default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; img-src data:;"
+              " frame-ancestors 'none'")
+PAGE_HEADERS = {"X-Content-Type-Options": "nosniff", "Referrer-Policy": "no-referrer"}
+LOGIN_FORM = """<!doctype html><html lang="en"><head><meta charset="utf-8"><title>swimmy · token</title></head>
+<body style="font: 15px system-ui, sans-serif; margin: 40px">
+<h1 style="font-size: 20px">swimmy</h1><p>This listener needs the bearer token (metrics.token_env).</p>
+<form method="post" action="/login"><input type="password" name="token" autocomplete="current-password" autofocus
+ size="40"> <button type="submit">Open the dashboard</button></form></body></html>
+"""
 
 
 class Pages(Protocol):
@@ -155,14 +172,18 @@ class MetricsServer:
 
     async def start(self) -> None:
         """Bind and serve. Raises OSError when the address is taken."""
-        app = web.Application(middlewares=[self._auth] if self._token is not None else [])
+        middlewares = [self._host] if is_loopback(f"tcp://{self.host}:{self.port}") else []
+        if self._token is not None:
+            middlewares.append(self._auth)
+        app = web.Application(middlewares=middlewares)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_get("/healthz", self._healthz)
         app.router.add_get("/readyz", self._readyz)
         if self._pages is not None:
             add_pages(app, self._pages)
         if self._token is not None:
-            app.router.add_get("/login", self._login)
+            app.router.add_get("/login", self._login_form)
+            app.router.add_post("/login", self._login)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await runner.setup()
         try:
@@ -179,12 +200,28 @@ class MetricsServer:
             await runner.cleanup()
 
     @web.middleware
+    async def _host(self, request: web.Request,
+                    handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+        """A loopback listener serves loopback names only: a rebound DNS name gets 421, not the dashboard."""
+        try:
+            host = urlsplit(f"//{request.host}").hostname
+        except ValueError:  # a Host header that is no host at all
+            host = None
+        if request.path in OPEN_PATHS or host in LOOPBACK_NAMES or host == self.host:
+            return await handler(request)
+        return web.Response(status=421, text="421: this listener answers loopback names only\n")
+
+    @web.middleware
     async def _auth(self, request: web.Request,
                     handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
         """Every path but the probes needs the token: a bearer header, or the cookie /login set."""
         if request.path in OPEN_PATHS or request.path == "/login" or self._authorized(request):
             return await handler(request)
         self.unauthorized += 1
+        if request.path == "/":  # a browser at the dashboard: the form that trades the token for a cookie
+            return web.Response(status=401, text=LOGIN_FORM, content_type="text/html",
+                                headers={"WWW-Authenticate": 'Bearer realm="swimmy"', "Content-Security-Policy":
+                                         REPORT_CSP, **PAGE_HEADERS})
         return web.Response(status=401, text="401: this listener needs the bearer token (metrics.token_env)\n",
                             headers={"WWW-Authenticate": 'Bearer realm="swimmy"'})
 
@@ -200,15 +237,21 @@ class MetricsServer:
         return token is not None and bool(presented) and hmac.compare_digest(presented.encode(),
                                                                                  token.reveal().encode())
 
+    async def _login_form(self, request: web.Request) -> web.Response:
+        return web.Response(text=LOGIN_FORM, content_type="text/html",
+                            headers={"Content-Security-Policy": REPORT_CSP, **PAGE_HEADERS})
+
     async def _login(self, request: web.Request) -> web.Response:
-        """A browser can't send a bearer header on navigation: trade the token once for an HttpOnly cookie."""
-        presented = request.query.get("token", "")
-        if not self._matches(presented):
+        """A browser can't send a bearer header on navigation: trade the posted token for an HttpOnly cookie."""
+        form = await request.post()
+        presented = form.get("token")
+        if not isinstance(presented, str) or not self._matches(presented):
             self.unauthorized += 1
             return web.Response(status=401, text="401: wrong or missing token\n",
                                 headers={"WWW-Authenticate": 'Bearer realm="swimmy"'})
         response = web.Response(status=303, headers={"Location": "/"})
-        response.set_cookie(COOKIE, presented, httponly=True, samesite="Strict", path="/")
+        secure = request.secure or request.headers.get("X-Forwarded-Proto", "") == "https"
+        response.set_cookie(COOKIE, presented, httponly=True, samesite="Strict", path="/", secure=secure)
         return response
 
     async def _metrics(self, request: web.Request) -> web.Response:
@@ -236,7 +279,8 @@ def add_pages(app: web.Application, pages: Pages) -> None:
 
     async def index(request: web.Request) -> web.Response:
         return web.Response(body=pages.index(), content_type="text/html", charset="utf-8",
-                            headers={"Cache-Control": "no-cache"})
+                            headers={"Cache-Control": "no-cache", "Content-Security-Policy": DASHBOARD_CSP,
+                                     **PAGE_HEADERS})
 
     async def dashboard(request: web.Request) -> web.Response:
         return web.Response(body=pages.dashboard(), content_type="application/json",
@@ -252,7 +296,9 @@ def add_pages(app: web.Application, pages: Pages) -> None:
     async def report(request: web.Request) -> web.Response:
         status, page = await pages.report(request.match_info["name"])
         kind = "text/html" if status == 200 else "text/plain"
-        return web.Response(status=status, text=page, content_type=kind, headers={"Cache-Control": "no-cache"})
+        return web.Response(status=status, text=page, content_type=kind,
+                            headers={"Cache-Control": "no-cache", "Content-Security-Policy": REPORT_CSP,
+                                     **PAGE_HEADERS})
 
     app.router.add_get("/", index)
     app.router.add_get("/api/dashboard", dashboard)

@@ -9,8 +9,10 @@ row, so a page is made again only when the strategy changed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import sys
+import time
 from collections import OrderedDict
 from collections.abc import Callable
 from importlib import resources
@@ -30,19 +32,21 @@ PARALLEL = 2
 MAX_WAITING = 4
 TIMEOUT_SEC = 60.0
 CACHED = 16
+CACHE_SEC = 600.0  # a cached page is made again after this, even if its row did not change (new data, new trials)
 
 
 class Reports:
     """Report pages made by a subprocess, cached per strategy row; `make` answers (status, text)."""
 
     def __init__(self, config_path: Path | None, get: Callable[[str], StrategyRow | None], *,
-                 timeout_sec: float = TIMEOUT_SEC) -> None:
+                 timeout_sec: float = TIMEOUT_SEC, monotonic: Callable[[], float] = time.monotonic) -> None:
         self._config = config_path
         self._get = get
         self._timeout = timeout_sec
         self._slots = asyncio.Semaphore(PARALLEL)
         self._waiting = 0
-        self._cache: OrderedDict[str, tuple[tuple[object, ...], str]] = OrderedDict()
+        self._cache: OrderedDict[str, tuple[tuple[object, ...], float, str]] = OrderedDict()
+        self._now = monotonic
         self.made = 0
         self.failed = 0
         self.refused = 0
@@ -54,11 +58,11 @@ class Reports:
             return 404, f"404: no strategy called {name!r}\n"
         if self._config is None:
             return 503, "503: reports need the daemon to run from a config file\n"
-        key = (row.updated_at, row.rank, row.oos_decision, row.wfv_decision)
+        key = (row.updated_at, row.rank, row.oos_decision, row.oos_data_hash, row.wfv_decision)
         cached = self._cache.get(name)
-        if cached is not None and cached[0] == key:
+        if cached is not None and cached[0] == key and self._now() - cached[1] < CACHE_SEC:
             self._cache.move_to_end(name)
-            return 200, cached[1]
+            return 200, cached[2]
         if self._waiting >= MAX_WAITING:
             self.refused += 1
             return 503, "503: too many reports are being made; try again in a few seconds\n"
@@ -70,7 +74,7 @@ class Reports:
             self._waiting -= 1
         if status == 200:
             self.made += 1
-            self._cache[name] = (key, text)
+            self._cache[name] = (key, self._now(), text)
             while len(self._cache) > CACHED:
                 self._cache.popitem(last=False)
         else:
@@ -84,12 +88,12 @@ class Reports:
         try:
             out, err = await asyncio.wait_for(proc.communicate(), self._timeout)
         except TimeoutError:
-            proc.kill()
-            await proc.wait()
             return 500, f"500: the report of {name} took longer than {self._timeout:g} s\n"
-        except asyncio.CancelledError:
-            proc.kill()
-            raise
+        finally:
+            if proc.returncode is None:  # timed out, or the request was cancelled (the daemon stops)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await asyncio.shield(proc.wait())
         if proc.returncode != 0:
             why = err.decode(errors="replace").strip().splitlines()
             return 500, f"500: the report of {name} failed: {why[-1] if why else f'exit {proc.returncode}'}\n"

@@ -79,20 +79,24 @@ def render_report(report: Report) -> str:
 
 
 def _script_json(raw: bytes) -> str:
-    """JSON safe inside <script>: no `</` can close the element early."""
-    return raw.decode().replace("</", "<\\/")
+    """JSON safe inside <script>: no <, > or & at all (as \\u escapes), so no text can end or confuse it."""
+    return raw.decode().replace("&", "\\u0026").replace("<", "\\u003c").replace(">", "\\u003e")
 
 
 def _num(value: Any, digits: int = 2) -> str:
     if value is None:
         return DASH
+    if isinstance(value, bool) or not isinstance(value, int | float):  # a figure from a worker's JSON: shown, escaped
+        return html.escape(str(value))
     if isinstance(value, int) or digits == 0:
         return f"{round(value):,}"
     return f"{value:,.{digits}f}"
 
 
 def _pct(value: Any) -> str:
-    return DASH if value is None else f"{value * 100:.1f} %"
+    if value is None:
+        return DASH
+    return f"{value * 100:.1f} %" if isinstance(value, int | float) else html.escape(str(value))
 
 
 def _verdict(decision: str | None) -> str:
@@ -118,8 +122,10 @@ def _wfv_card(wfv: dict[str, Any] | None) -> str:
     ])
 
 
-def _when(ts: float | None) -> str:
-    return DASH if ts is None else datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
+def _when(ts: Any) -> str:
+    if not isinstance(ts, int | float) or isinstance(ts, bool):
+        return DASH
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _span(report: Report) -> str:
@@ -177,7 +183,7 @@ def _folds_table(wfv: dict[str, Any] | None) -> list[str]:
     if not folds:
         return []
     rows = "".join(
-        f'<tr><td>{f.get("index")}</td><td class="l">{_when(f.get("train_start_ts"))} .. '
+        f'<tr><td>{_num(f.get("index"), 0)}</td><td class="l">{_when(f.get("train_start_ts"))} .. '
         f'{_when(f.get("train_end_ts"))}</td><td class="l">{_when(f.get("test_start_ts"))} .. '
         f'{_when(f.get("test_end_ts"))}</td><td>{_num(f.get("is_sharpe"))}</td><td>{_num(f.get("oos_sharpe"))}</td>'
         f'<td class="l">{html.escape(str(f.get("status", "")))}</td></tr>' for f in folds)

@@ -58,6 +58,10 @@ class Story:
             style = _STYLES.get(severity) or _EVENT_STYLES.get(event_type, "")
             self._put(self._stamp(), line, style)
 
+    def due(self, now: float) -> bool:
+        """Whether `tick` would do anything now: the caller computes the figures only then."""
+        return self._next_summary is None or now >= self._next_summary
+
     def tick(self, now: float, figures: Figures) -> None:
         """Called often (the supervise tick): every `interval_sec` of `now` (monotonic), the summary line."""
         if self._next_summary is None:
@@ -89,8 +93,12 @@ class Story:
         return " | ".join(parts)
 
     def close(self, timeout_sec: float = 1.0) -> None:
-        """Write what is queued (for at most `timeout_sec`), then stop the thread."""
+        """Write what is queued (for at most `timeout_sec`), say how many lines were dropped, stop the thread."""
         try:
+            if self.dropped:
+                note = (f"(the terminal fell behind: {self.dropped} story lines were dropped; the JSONL has every "
+                        "event)")
+                self._lines.put(Text.assemble((self._stamp() + " ", "dim"), (note, "yellow")), timeout=timeout_sec)
             self._lines.put(None, timeout=timeout_sec)
         except queue.Full:
             return

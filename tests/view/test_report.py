@@ -44,7 +44,7 @@ def page_data(page: str) -> dict[str, Any]:
     """The JSON the page embeds for its charts."""
     found = re.search(r'<script type="application/json" id="report-data">(.*?)</script>', page, re.S)
     assert found, "the page embeds no report data"
-    return json.loads(found.group(1).replace("<\\/", "</"))
+    return json.loads(found.group(1))
 
 
 def reference(path: Path, end_ts: int | None) -> tuple[np.ndarray, np.ndarray]:
@@ -158,3 +158,37 @@ def test_a_verdict_from_before_the_hash_was_kept_shows_only_while_the_data_never
         assert build_report(cfg, store, NAME, now=0.0).holdout_shown
         store.record_holdout_split("EURUSD_H1", "0123456789abcdef", 1_400_000_000, 0.25, 90, 900.0)
         assert not build_report(cfg, store, NAME, now=0.0).holdout_shown
+
+
+def test_hostile_text_in_a_walk_forward_summary_stays_text(school: Path) -> None:
+    """The WFV summary is JSON a worker sent: its strings can end nothing, its odd figures break nothing."""
+    from swimmy.store import WfvRow
+
+    hostile = '</script><script>alert(1)</script><!--<script'
+    summary = {"wf_sharpe": "NaN-ish", "wf_psr": None, "profitable_folds": 0.5,
+               "folds": [{"index": hostile, "train_start_ts": "x", "test_start_ts": 1_500_000_000,
+                          "test_end_ts": 1_500_086_400, "status": hostile, "oos_sharpe": 1.0}]}
+    cfg = load_config(school)
+    with Store.open(cfg.school.db_path) as store:
+        store.add_wfv_run(WfvRow("w1", NAME, 1_000.0, "manual", 0.7, status="done", decision=hostile,
+                                 summary_json=json.dumps(summary)))
+        page = render_report(build_report(cfg, store, NAME, now=0.0))
+    assert "<script>alert(1)" not in page and "<!--<script" not in page
+    assert page.count("<script") == 3  # the data, uPlot, report.js: nothing else became a script
+    assert page_data(page)["wfv"]["summary"]["folds"][0]["status"] == hostile  # the data is intact
+    assert "NaN-ish" in page
+
+
+async def test_the_daemon_makes_reports_in_a_subprocess_bounded_and_cached(school: Path) -> None:
+    from swimmy.view.pages import Reports
+
+    cfg = load_config(school)
+    with Store.open_readonly(cfg.school.db_path) as store:
+        slow = Reports(school, store.get_strategy, timeout_sec=0.05)
+        assert await slow.make(NAME) == (500, f"500: the report of {NAME} took longer than 0.05 s\n")
+        reports = Reports(school, store.get_strategy)
+        assert (await reports.make("-rf"))[0] == 404  # never an option to the subprocess
+        assert await reports.make("nope") == (404, "404: no strategy called 'nope'\n")
+        status, page = await reports.make(NAME)
+        assert status == 200 and page_data(page)["name"] == NAME
+        assert await reports.make(NAME) == (200, page) and reports.made == 1  # the second one is the cached page

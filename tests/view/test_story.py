@@ -71,3 +71,25 @@ def test_a_terminal_that_stops_reading_never_blocks_the_loop() -> None:
     assert story.dropped >= 6  # the writer holds one, the queue three: the rest are counted, not waited for
     release.set()
     story.close()
+
+
+def test_the_summary_is_due_every_interval_and_drops_are_told_at_the_end() -> None:
+    release = threading.Event()
+
+    class Slow(io.StringIO):
+        def write(self, text: str) -> int:
+            release.wait(5)
+            return super().write(text)
+
+    out = Slow()
+    story = Story(out, interval_sec=30.0, maxsize=2)
+    assert story.due(100.0)  # the first tick starts the interval
+    story.tick(100.0, FULL)
+    assert not story.due(129.9) and story.due(130.0)
+    for n in range(6):
+        story.on_event("oos.result", "info", str(n), {"strategy": f"s{n}", "decision": "pass"})
+    dropped = story.dropped
+    assert dropped >= 3  # one line in the writer's hand, two queued, the rest dropped
+    release.set()
+    story.close(timeout_sec=2.0)
+    assert f"the terminal fell behind: {dropped} story lines were dropped" in out.getvalue()

@@ -107,7 +107,7 @@
 
   function refresh() {
     fetch("/api/dashboard", { cache: "no-store", credentials: "same-origin" }).then(function (r) {
-      if (r.status === 401) { throw new Error("this dashboard needs the token: open /login?token=…"); }
+      if (r.status === 401) { window.location.assign("/login"); throw new Error("this dashboard needs the token"); }
       if (!r.ok) { throw new Error("the daemon answered " + r.status); }
       return r.json();
     }).then(render).catch(function (e) {
