@@ -29,6 +29,13 @@ _EVENT_STYLES = {"strategy.ranked": "bold green", "oos.result": "cyan", "wfv.res
                  "school.audit": "blue"}
 
 
+def _change(counts: dict[str, int], last: dict[str, int] | None, rank: str) -> str:
+    if last is None or rank in ("incubator", "graveyard"):
+        return ""
+    delta = counts.get(rank, 0) - last.get(rank, 0)
+    return f" ({delta:+,})" if delta else ""
+
+
 class Story:
     """Listens to the event queue (`MILESTONE_EVENTS`); `tick` adds the summary line; `close` flushes."""
 
@@ -45,14 +52,12 @@ class Story:
         self._lines: queue.Queue[Text | None] = queue.Queue(maxsize)
         self._next_summary: float | None = None
         self._last_completed: tuple[float, int] | None = None
-        self._promoted_b = 0
+        self._last_counts: dict[str, int] | None = None
         self._thread = threading.Thread(target=self._write, name="swimmy-story", daemon=True)
         self._thread.start()
 
     def on_event(self, event_type: str, severity: str, correlation_id: Any, data: Any) -> None:
         """A queue listener: runs on the loop at acceptance; never raises, never blocks."""
-        if event_type == "strategy.ranked" and isinstance(data, dict) and data.get("to_rank") == "B":
-            self._promoted_b += 1
         line = describe(event_type, data)
         if line is not None:
             style = _STYLES.get(severity) or _EVENT_STYLES.get(event_type, "")
@@ -74,13 +79,17 @@ class Story:
         self._put(self._stamp(), self.summary(now, figures), "dim")
 
     def summary(self, now: float, f: Figures) -> str:
-        """`population S 1 · A 2 · B 14 ... | +3 B | trials 3,321 | 812 backtests/s | workers 2/2`."""
+        """`population S 1 · A 2 (+1) · B 14 (+6) ... | trials 3,321 | 812 backtests/s | workers 2/2`.
+
+        The change of each rank since the last summary follows its count: B's are many, so B promotions are
+        told here rather than one line each.
+        """
         parts = []
         if f.strategies is not None:
-            parts.append("population " + " · ".join(f"{r} {f.strategies.get(r, 0):,}" for r in RANK_ORDER))
-        if self._promoted_b:
-            parts.append(f"+{self._promoted_b} B")
-            self._promoted_b = 0
+            counts, last = f.strategies, self._last_counts
+            parts.append("population " + " · ".join(f"{r} {counts.get(r, 0):,}" + _change(counts, last, r)
+                                                      for r in RANK_ORDER))
+            self._last_counts = dict(counts)
         if f.universes:
             parts.append(f"trials {sum(u.trials for u in f.universes.values()):,}")
         if f.backtests is not None:

@@ -48,13 +48,18 @@ def test_story_prints_milestones_and_a_summary_every_interval() -> None:
     story.tick(120.0, figures)
     later = replace(figures, backtests=replace(figures.backtests, completed=figures.backtests.completed + 600))
     story.tick(130.0, later)
+    grown = replace(later, strategies={"incubator": 0, "B": 40, "A": 0, "S": 1, "graveyard": 20})
+    story.tick(160.0, grown)
     story.close()
     lines = out.getvalue().splitlines()
     assert lines[0].endswith("ema-1 promoted A -> S: Sharpe 1.50, DSR 0.980, trials 3,210 (walk-forward validated)")
     assert lines[0].startswith("08:00:00Z")  # the injected wall clock, UTC
-    assert lines[1].endswith("population S 0 · A 1 · B 2 · incubator 5 · graveyard 9 | +1 B | trials 480 | "
+    assert lines[1].endswith("population S 0 · A 1 · B 2 · incubator 5 · graveyard 9 | trials 480 | "
                              "20 backtests/s | workers 1/2")
-    assert len(lines) == 2
+    # The change since the last summary follows each live rank: B's promotions are told here, not one by one.
+    assert lines[2].endswith("population S 1 (+1) · A 0 (-1) · B 40 (+38) · incubator 0 · graveyard 20 | "
+                             "trials 480 | 0 backtests/s | workers 1/2")
+    assert len(lines) == 3
 
 
 def test_a_terminal_that_stops_reading_never_blocks_the_loop() -> None:
