@@ -45,3 +45,29 @@ def test_dashboard_renders_and_links_to_a_report(page_watch: Any, daemon_factory
     page_watch.assert_clean()
     assert (tmp_path / "dashboard.png").stat().st_size > 10_000 and (tmp_path / "report.png").stat().st_size > 10_000
     assert daemon.stop() == 0
+
+
+def test_a_browser_with_the_token_form_reaches_the_dashboard(page_watch: Any,
+                                                             daemon_factory: Callable[..., DaemonProcess],
+                                                             tmp_path: Path) -> None:
+    """With a token set, / answers the form; the posted token sets the cookie; no URL ever carries it."""
+    token = "a-long-random-operator-token-0123456789"
+    daemon = RunningDaemon(daemon_factory(seeded(tmp_path), env={"SWIMMY_METRICS_TOKEN": token}))
+    daemon.wait_started()
+    base = f"http://{daemon.cfg.metrics.listen}"
+    daemon.wait_http("/healthz", 200)  # the probes need no token
+    page = page_watch.page
+    response = page.goto(f"{base}/")
+    assert response is not None and response.status == 401
+    page.fill("input[name=token]", "wrong")
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+    assert "wrong or missing token" in page.content()
+    page.goto(f"{base}/login")
+    page.fill("input[name=token]", token)
+    with page.expect_navigation():
+        page.click("button[type=submit]")
+    page.wait_for_selector('#top[data-rows="1"]')
+    assert all(token not in url for url in page_watch.requests)
+    page_watch.assert_local_only()
+    assert daemon.stop() == 0
