@@ -18,6 +18,7 @@ from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
 
+from swimmy.ops.systemd import child_env
 from swimmy.store import StrategyRow
 from swimmy.view.dashboard import Dashboard
 
@@ -84,7 +85,8 @@ class Reports:
     async def _run(self, name: str) -> tuple[int, str]:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "swimmy", "report", name, "--config", str(self._config), "--out", "-",
-            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
+            stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+            env=child_env())  # no NOTIFY_SOCKET: only the daemon speaks to systemd
         try:
             out, err = await asyncio.wait_for(proc.communicate(), self._timeout)
         except TimeoutError:
