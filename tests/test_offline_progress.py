@@ -187,3 +187,11 @@ class TestHelper:
         with progress("work", 1, console=Console(file=screen, force_terminal=False)) as steps:
             steps.advance("done")
         assert not steps.shown and screen.getvalue() == ""
+
+
+def test_data_check_shows_each_universe_on_a_terminal(config: Path) -> None:
+    console, screen = terminal()
+    out = io.StringIO()
+    assert datatools.run_check(load_config(config), out, console=console) == 0
+    assert "data check: EURUSD_H1" in screen.getvalue() and "1/1" in screen.getvalue()
+    assert out.getvalue().startswith("EURUSD_H1  ") and out.getvalue().rstrip().endswith("ok")

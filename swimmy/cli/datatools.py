@@ -31,28 +31,37 @@ from swimmy.config import Config
 from swimmy.errors import DataError, UsageError
 
 
-def run_check(cfg: Config, out: TextIO) -> int:
+def run_check(cfg: Config, out: TextIO, console: Console | None = None) -> int:
     """Report every configured universe; 0 when all are clean, 1 when any has a problem or cannot be read."""
     bad = 0
-    for symbol, timeframe in cfg.school.universes():
-        universe = universe_name(symbol, timeframe)
-        path = data_path(universe_dir(cfg, symbol), symbol, timeframe)
-        try:
-            bars = load_bars(universe_dir(cfg, symbol), symbol, timeframe)
-        except DataError as exc:
-            bad += 1
-            out.write(f"{universe}  {path}  UNUSABLE\n  problem: {exc}\n")
-            continue
-        findings = check_bars(bars, timeframe)
-        ts = bars.timestamps
-        verdict = "ok" if not findings else f"{len(findings)} problem{'s' if len(findings) > 1 else ''}"
-        out.write(f"{universe}  {path}  {len(bars):,} bars  {iso(int(ts[0]))} .. {iso(int(ts[-1]))}  {verdict}\n")
-        for f in findings:
-            out.write(f"  problem ({f.kind}): {f.message}\n")
-        bad += bool(findings)
+    universes = cfg.school.universes()
+    with progress("data check", len(universes), console=console, transient=True) as steps:  # a bar on a terminal only
+        for symbol, timeframe in universes:
+            universe = universe_name(symbol, timeframe)
+            steps.update(f"data check: {universe}")
+            bad += _check_one(cfg, symbol, timeframe, out, steps)
+            steps.advance()
     if bad:
         out.write(f"{bad} of {len(cfg.school.universes())} universes have problems (docs/data.md, \"data check\")\n")
     return 1 if bad else 0
+
+
+def _check_one(cfg: Config, symbol: str, timeframe: str, out: TextIO, steps: Steps) -> int:
+    """Check one universe's file and print its lines (above the bar on a terminal); 1 when it has a problem."""
+    universe = universe_name(symbol, timeframe)
+    path = data_path(universe_dir(cfg, symbol), symbol, timeframe)
+    try:
+        bars = load_bars(universe_dir(cfg, symbol), symbol, timeframe)
+    except DataError as exc:
+        steps.echo(f"{universe}  {path}  UNUSABLE\n  problem: {exc}", out)
+        return 1
+    findings = check_bars(bars, timeframe)
+    ts = bars.timestamps
+    verdict = "ok" if not findings else f"{len(findings)} problem{'s' if len(findings) > 1 else ''}"
+    lines = [f"{universe}  {path}  {len(bars):,} bars  {iso(int(ts[0]))} .. {iso(int(ts[-1]))}  {verdict}"]
+    lines += [f"  problem ({f.kind}): {f.message}" for f in findings]
+    steps.echo("\n".join(lines), out)
+    return int(bool(findings))
 
 
 def run_import(cfg: Config, source: Path, *, symbol: str, timeframe: str, tz: str | None, fmt: str | None,
