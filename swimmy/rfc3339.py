@@ -1,4 +1,5 @@
-"""Reading RFC 3339 times (`2026-11-26T18:35:20Z`, `...+09:00`): the one parser of the CLI tools and readers.
+"""RFC 3339 times (`2026-11-26T18:35:20Z`, `...+09:00`): the one parser of the CLI tools and readers, and the
+one formatter of the times people read on the pages and in exports (UTC, whole seconds, `Z`).
 
 Imports nothing from swimmy.
 """
@@ -21,3 +22,8 @@ def parse_rfc3339(text: str, *, assume_utc: bool = False) -> datetime:
             raise NoTimeZone(f"{text!r} has no time zone")
         when = when.replace(tzinfo=UTC)
     return when
+
+
+def format_rfc3339(unix_sec: float) -> str:
+    """Unix seconds as `2026-11-26T18:35:20Z` (UTC, whole seconds)."""
+    return datetime.fromtimestamp(unix_sec, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

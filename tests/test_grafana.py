@@ -12,49 +12,13 @@ import aiohttp
 import pytest
 from helpers import REPO, free_port
 from prometheus_client.parser import text_string_to_metric_families
+from test_metrics_http import FULL  # every optional section filled: every family the collector builds
 
-from swimmy.ops.figures import (
-    BacktestFigures,
-    DiscordFigures,
-    Figures,
-    HeartbeatFigures,
-    OosFigures,
-    PeerFigures,
-    TelemetryFigures,
-    UniverseFigures,
-    WfvFigures,
-    WorkerFigures,
-)
 from swimmy.ops.metrics_http import MetricsServer
 
 DASHBOARD = REPO / "deploy" / "grafana" / "swimmy.json"
 NAME = re.compile(r"\bswimmy_[a-z0-9_]+")
 DATASOURCE = {"type": "prometheus", "uid": "${DS_PROMETHEUS}"}
-
-
-def universe(pbo: float) -> UniverseFigures:
-    return UniverseFigures(trials=400, n_eff=31.5, data_hash="h", usable=True, oos_looks=2, holdout_start_ts=1,
-                           pbo=pbo, audited_at=1.0, sr0=0.1)
-
-
-# Every optional section filled and every figure known, so every family the collector can build has samples.
-FULL = Figures(
-    run_id="r1", pid=7, version="1.0", config_hash="abc", uptime_sec=12.5, rss_bytes=50_000_000, loop_lag_ms=3.0,
-    loop_stalls=0,
-    telemetry=TelemetryFigures(written=10, dropped=2, failed_writes=1, queue_depth=4, rotations=1, failing=False,
-                               fsync_errors=0, truncated=0),
-    heartbeats=HeartbeatFigures(sent=7, send_failures=0, last_rtt_ms=2.0),
-    peers=PeerFigures({"worker-a": 1.5, "worker-b": 30.0}, ["worker-b"], 3),
-    backtests=BacktestFigures(inflight=3, sent=100, completed=99, timeouts=4, refused=0, resends=0, queued=6,
-                              requeued=1, quarantined=1, workers_ready=2, workers_lost=0, free_credit=0),
-    workers=WorkerFigures(configured=2, alive=1),
-    strategies={"incubator": 5, "B": 2, "A": 1, "S": 0, "graveyard": 9},
-    oos=OosFigures(pending=2, errors=1, oldest_age_sec=5.0, latency_p50_sec=1.0, requested=5, results=3),
-    wfv=WfvFigures(pending=1, oldest_age_sec=42.0, results=0, timeouts=0),
-    universes={"EURUSD_H1": universe(0.6), "SYNTH_TREND_H1": universe(0.25)},
-    discord=DiscordFigures(delivered=5, failed=1, dropped=1, queued=2, rate_limited=0, coalesced=2, dry_run=False),
-    status="DEGRADED", reasons=["x"], stale_tasks={},
-)
 
 
 def load() -> dict[str, Any]:

@@ -21,6 +21,7 @@ from swimmy.backtest.strategies import spec_of
 from swimmy.config import Config
 from swimmy.errors import StoreError
 from swimmy.files import atomic_write
+from swimmy.rfc3339 import format_rfc3339
 from swimmy.store import Store, StrategyRow
 
 Trials = dict[str, tuple[int, float | None, float | None]]  # universe -> (N trials, N_eff, mean correlation)
@@ -61,7 +62,7 @@ def run_export(cfg: Config, rank: str | None, out: Path | None) -> int:
 def render_export(rows: Sequence[StrategyRow], trials: Trials, *, rank: str | None, db: Path, now: datetime) -> str:
     """The export file: the header comment, then per strategy its figures as comments and its rules as a table."""
     count = f"{len(rows)} strateg{'y' if len(rows) == 1 else 'ies'}{f' of rank {rank}' if rank else ''}"
-    stamp = now.astimezone(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    stamp = format_rfc3339(now.timestamp())
     source = _one_line(str(db))
     parts = [
         f"# Written by `swimmy strategies export` (swimmy {__version__}) at {stamp}: {count} from {source}.\n"

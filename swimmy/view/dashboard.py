@@ -13,7 +13,6 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -21,6 +20,7 @@ import orjson
 from swimmy.clock import Clock
 from swimmy.errors import StoreError
 from swimmy.ops.figures import Figures
+from swimmy.rfc3339 import format_rfc3339
 from swimmy.store import StrategyRow
 from swimmy.view.words import MILESTONE_EVENTS, describe
 
@@ -125,7 +125,7 @@ class Dashboard:
             population[rank] = [p[1].get(rank, 0) for p in points]
         universes = f.universes or {}
         return {
-            "generated_at": _rfc3339(self._clock.time()),
+            "generated_at": format_rfc3339(self._clock.time()),
             "status": "DEGRADED" if reasons else "OK",
             "reasons": reasons,
             "run_id": f.run_id,
@@ -145,7 +145,7 @@ class Dashboard:
                 "wfv_pending": f.wfv.pending if f.wfv else None,
             },
             "population": population,
-            "milestones": [dict(m, ts=_rfc3339(m["ts"])) for m in reversed(self.milestones)],
+            "milestones": [dict(m, ts=format_rfc3339(m["ts"])) for m in reversed(self.milestones)],
             "top": [_top_row(r) for r in self._best(TOP)],
         }
 
@@ -155,6 +155,3 @@ def _top_row(r: StrategyRow) -> dict[str, Any]:
             "sharpe": r.is_sharpe, "dsr": r.is_dsr, "trades": r.is_trades, "max_drawdown": r.is_max_drawdown,
             "oos": r.oos_decision, "oos_sharpe": r.oos_sharpe, "wfv": r.wfv_decision}
 
-
-def _rfc3339(t: float) -> str:
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")

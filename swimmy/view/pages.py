@@ -15,12 +15,12 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from importlib import resources
 from pathlib import Path
 
 from swimmy.ops.systemd import child_env
 from swimmy.store import StrategyRow
 from swimmy.view.dashboard import Dashboard
+from swimmy.view.reporthtml import static_bytes
 
 STATIC = {  # name -> content type; nothing else is served from swimmy/view/static
     "uPlot.iife.min.js": "application/javascript",
@@ -110,11 +110,11 @@ class Pages:
         self.reports = reports
 
     def index(self) -> bytes:
-        return _static_bytes("dashboard.html")
+        return static_bytes("dashboard.html")
 
     def static(self, name: str) -> tuple[bytes, str] | None:
         kind = STATIC.get(name)
-        return None if kind is None else (_static_bytes(name), kind)
+        return None if kind is None else (static_bytes(name), kind)
 
     def dashboard(self) -> bytes:
         return self.dashboard_feed.state_bytes()
@@ -122,11 +122,3 @@ class Pages:
     async def report(self, name: str) -> tuple[int, str]:
         return await self.reports.make(name)
 
-
-_FILES: dict[str, bytes] = {}
-
-
-def _static_bytes(name: str) -> bytes:
-    if name not in _FILES:
-        _FILES[name] = resources.files("swimmy.view").joinpath("static", name).read_bytes()
-    return _FILES[name]

@@ -9,8 +9,8 @@ are not backtested at all: a look at the holdout that nothing would count is nev
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any, Final
 
 import numpy as np
@@ -23,6 +23,7 @@ from swimmy.backtest.metrics import compute_metrics
 from swimmy.backtest.strategies import spec_of
 from swimmy.config import Config, instrument_costs
 from swimmy.errors import SwimmyError, UsageError
+from swimmy.rfc3339 import format_rfc3339
 from swimmy.school.universes import holdout_start
 from swimmy.store import Store, StrategyRow, WfvRow
 
@@ -88,8 +89,7 @@ def build_report(cfg: Config, store: Store, name: str, *, now: float | None = No
         name=name,
         row=_row_fields(row),
         universe=universe,
-        generated_at=datetime.fromtimestamp(now if now is not None else datetime.now(UTC).timestamp(), UTC)
-        .isoformat(timespec="seconds").replace("+00:00", "Z"),
+        generated_at=format_rfc3339(now if now is not None else time.time()),
         trials=trials,
         n_eff=n_eff,
         is_range=(int(ts[0]), int(ts[cut - 1])),
@@ -188,9 +188,7 @@ def _wfv_fields(run: WfvRow | None) -> dict[str, Any] | None:
 
 
 def _rfc3339(t: float | None) -> str | None:
-    if not t:
-        return None
-    return datetime.fromtimestamp(t, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return format_rfc3339(t) if t else None
 
 
 def _clean(value: Any) -> Any:

@@ -21,9 +21,14 @@ MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", 
 
 
 @cache
+def static_bytes(name: str) -> bytes:
+    """A file of swimmy/view/static (uPlot, the CSS, the pages' scripts), read once per process."""
+    return resources.files("swimmy.view").joinpath("static", name).read_bytes()
+
+
 def static_text(name: str) -> str:
-    """A file of swimmy/view/static (uPlot, the CSS, the pages' scripts)."""
-    return resources.files("swimmy.view").joinpath("static", name).read_text(encoding="utf-8")
+    """The same file as text, to inline into a page."""
+    return static_bytes(name).decode("utf-8")
 
 
 def render_report(report: Report) -> str:

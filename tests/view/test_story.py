@@ -62,31 +62,30 @@ def test_story_prints_milestones_and_a_summary_every_interval() -> None:
     assert len(lines) == 3
 
 
+class StuckTerminal(io.StringIO):
+    """A terminal that stops reading (a paused pane, ^S) until `release` is set."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.release = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.release.wait(5)
+        return super().write(text)
+
+
 def test_a_terminal_that_stops_reading_never_blocks_the_loop() -> None:
-    release = threading.Event()
-
-    class Stuck(io.StringIO):
-        def write(self, text: str) -> int:
-            release.wait(5)
-            return super().write(text)
-
-    story = Story(Stuck(), maxsize=3)
+    out = StuckTerminal()
+    story = Story(out, maxsize=3)
     for n in range(10):
         story.on_event("oos.result", "info", str(n), {"strategy": f"s{n}", "decision": "pass"})
     assert story.dropped >= 6  # the writer holds one, the queue three: the rest are counted, not waited for
-    release.set()
+    out.release.set()
     story.close()
 
 
 def test_the_summary_is_due_every_interval_and_drops_are_told_at_the_end() -> None:
-    release = threading.Event()
-
-    class Slow(io.StringIO):
-        def write(self, text: str) -> int:
-            release.wait(5)
-            return super().write(text)
-
-    out = Slow()
+    out = StuckTerminal()
     story = Story(out, interval_sec=30.0, maxsize=2)
     assert story.due(100.0)  # the first tick starts the interval
     story.tick(100.0, FULL)
@@ -95,6 +94,6 @@ def test_the_summary_is_due_every_interval_and_drops_are_told_at_the_end() -> No
         story.on_event("oos.result", "info", str(n), {"strategy": f"s{n}", "decision": "pass"})
     dropped = story.dropped
     assert dropped >= 3  # one line in the writer's hand, two queued, the rest dropped
-    release.set()
+    out.release.set()
     story.close(timeout_sec=2.0)
     assert f"the terminal fell behind: {dropped} story lines were dropped" in out.getvalue()
