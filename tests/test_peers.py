@@ -79,6 +79,17 @@ class TestTable:
         table.heard("y", 3.0)
         assert sorted(table.ages(3.0)) == ["worker-w1", "y"] and table.evicted == 1
 
+    def test_a_worker_heard_only_before_its_ready_is_not_evicted_by_a_flood(self) -> None:
+        """Its one ack came before its READY (it was unknown then); the flood that follows evicts only strangers."""
+        workers: set[str] = set()
+        table = PeerTable(10.0, max_peers=3, protected=workers.__contains__)
+        table.heard("worker-w1", 0.0)
+        workers.add("worker-w1")  # READY: the broker holds it; no heartbeat of it since
+        for i in range(5):
+            table.heard(f"forged-{i}", 1.0 + i)
+        assert sorted(table.ages(6.0)) == ["forged-2", "forged-3", "forged-4", "worker-w1"]
+        assert table.evicted == 2
+
     def test_a_peer_gone_for_good_is_forgotten(self) -> None:
         """Silent for 10 x the timeout: forgotten (and no longer silent); it is new if it ever comes back."""
         table = PeerTable(10.0)

@@ -68,11 +68,7 @@ class PeerTable:
                 self._unknown[source] = self._unknown.pop(source)  # most recently heard: to the end
         if peer is None:
             if not self.is_protected(source):
-                if len(self._unknown) >= self.max_peers:
-                    oldest = next(iter(self._unknown))
-                    del self._unknown[oldest]
-                    del self._peers[oldest]
-                    self.evicted += 1
+                self._make_room()
                 self._unknown[source] = None
             self._peers[source] = _Peer(now)
             return None
@@ -82,6 +78,20 @@ class PeerTable:
         peer.last_heard = now
         peer.silent = False
         return transition
+
+    def _make_room(self) -> None:
+        """Evict the unknown source heard least recently, when the unknown ones are at `max_peers`.
+
+        One that has become protected since it was heard (a worker whose ack came before its READY) is
+        not evicted: it just stops counting as unknown.
+        """
+        while len(self._unknown) >= self.max_peers:
+            oldest = next(iter(self._unknown))
+            del self._unknown[oldest]
+            if self.is_protected(oldest):
+                continue
+            del self._peers[oldest]
+            self.evicted += 1
 
     def check(self, now: float) -> list[Transition]:
         """Peers that have just passed the timeout without a word, and silent ones gone long enough to forget.
