@@ -17,7 +17,7 @@ than wall time; every figure is the best of a few repetitions where that applies
                  full): the worker's CPU per request split by thread (event loop, backtest thread, ZMQ I/O)
                  against run_backtest alone in this process.
   micro          in-process costs of the pieces: serve_request vs run_backtest, the asyncio -> thread ->
-                 asyncio hop of one request, a zmq.asyncio vs a plain send/recv, orjson, Path.resolve.
+                 a zmq.asyncio vs a plain send/recv (the worker's loop is plain zmq), orjson, Path.resolve.
   --pyspy DIR    also sample the daemon / the worker with py-spy (raw collapsed stacks into DIR, and the
                  top frames printed as a share of samples; pip install py-spy into the venv first).
 """
@@ -25,7 +25,6 @@ than wall time; every figure is the best of a few repetitions where that applies
 from __future__ import annotations
 
 import argparse
-import asyncio
 import collections
 import os
 import shutil
@@ -389,8 +388,6 @@ def best_of(fn: Any, count: int, reps: int = 5) -> float:
 def micro(end_ts: int) -> None:
     import uvloop
 
-    from swimmy.backtest.worker import _Runner
-
     root = Path(tempfile.mkdtemp(prefix="swimmy-fleet-prof-micro-"))
     cfg = load_config(fb.write_toml(root / "c.toml", {"school": {"data_dir": str(fb.DATA)}}))
     bars = load_bars(fb.DATA, fb.SYMBOL, fb.TIMEFRAME)
@@ -430,30 +427,6 @@ def micro(end_ts: int) -> None:
         for _ in range(1000):
             data_hash(fb.DATA, fb.SYMBOL, fb.TIMEFRAME)
 
-    hops = 3000
-
-    async def hop_loop(beat: bool) -> None:
-        loop = asyncio.get_running_loop()
-        runner = _Runner(loop)
-
-        def job() -> dict[str, Any]:
-            if beat:
-                loop.call_soon_threadsafe(lambda: None)
-            return {}
-
-        for _ in range(hops):
-            await runner.submit(job)
-        runner.close()
-
-    def hop(beat: bool) -> tuple[float, float]:
-        best_cpu = best_wall = float("inf")
-        for _ in range(5):
-            c, t = time.process_time(), time.perf_counter()
-            uvloop.run(hop_loop(beat))
-            best_cpu = min(best_cpu, time.process_time() - c)
-            best_wall = min(best_wall, time.perf_counter() - t)
-        return best_cpu / hops * 1e6, best_wall / hops * 1e6
-
     async def zmq_async(n: int) -> None:
         import zmq.asyncio
 
@@ -489,10 +462,6 @@ def micro(end_ts: int) -> None:
     print(f"  BACKTEST parse (orjson + checks) {best_of(decode, len(payloads)):.1f} us; BACKTEST_RESULT "
           f"({len(encoded)} bytes) encode {best_of(enc_result, 1000):.1f} us, "
           f"decode {best_of(dec_result, 1000):.1f} us")
-    for beat in (False, True):
-        cpu, wall = hop(beat)
-        print(f"  asyncio -> backtest thread -> asyncio hop of one request{' + its BUSY call_soon_threadsafe' * beat}: "
-              f"{cpu:.1f} us CPU, {wall:.1f} us wall")
     n = 5000
     print(f"  one message send+recv: zmq.asyncio {best_of(lambda: uvloop.run(zmq_async(n)), n, 3):.1f} us, "
           f"plain zmq {best_of(lambda: zmq_sync(n), n, 3):.1f} us")

@@ -10,6 +10,15 @@ then at least every second at its progress points; a thread that hangs sends not
 so the daemon declares the worker dead although its process is alive, and the worker
 exits by itself after 3 x `backtest.worker_timeout_sec` so its supervisor restarts it.
 
+Threads: the main thread owns the DEALER and runs the backtests, in one plain loop
+(take what has arrived, run the next request, send its result; when idle, wait on the
+socket and beat READY), as the ZeroMQ guide's Paranoid-Pirate worker does. A second
+thread owns the heartbeat sockets and answers the daemon's heartbeats (so a hung
+backtest still answers them, and only the missing BUSY beats give it away), and a third
+watches the backtest thread for the hang exit. Nothing hops between threads per request:
+an asyncio loop beside the backtest thread cost about 0.6 ms of CPU a request in thread
+hand-offs and GIL traffic, more than the backtest itself (docs/protocol.md, "Throughput").
+
 Every request gets an answer: a request it cannot serve is an `error` result with
 the reason, never silence and never a crash. A request for data other than ours (its
 `data_hash` differs from our file's) is answered `data mismatch: ...`, which the daemon
@@ -21,18 +30,15 @@ Running one request is swimmy/backtest/serve.py.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import ctypes
 import os
-import queue
 import signal
 import socket
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable
+from collections import deque
 from typing import Any
 
 import orjson
@@ -40,7 +46,6 @@ import structlog
 
 from swimmy.backtest.data import data_hash, universe_dir, universe_name
 from swimmy.backtest.engine import warm_up
-from swimmy.backtest.serve import Beat
 from swimmy.backtest.serve import serve_request as serve_request  # re-exported: school/validity.py imports it here
 from swimmy.config import Config
 from swimmy.wire.messages import (
@@ -58,13 +63,26 @@ from swimmy.wire.messages import (
     result_body,
 )
 from swimmy.wire.security import uses_curve
-from swimmy.wire.zmq import DEALER, PUSH, SUB, Wire, load_curve_keys, subscribe, try_send
+from swimmy.wire.zmq import (
+    DEALER,
+    PUSH,
+    SUB,
+    Waiter,
+    Wire,
+    load_curve_keys,
+    recv_nowait,
+    send_nowait,
+    send_within,
+    subscribe,
+)
 
 STOP_GRACE_SEC = 5.0
 BEAT_SEC = 1.0  # READY while idle, BUSY while working: at least this often
 BUSY_MIN_GAP_SEC = 0.5
+RESULT_SEND_SEC = 5.0  # a result waits this long for room in a full pipe (the daemon's timeout covers the rest)
 HANG_EXIT_FACTOR = 3  # a backtest thread silent for 3 x worker_timeout_sec: exit, the supervisor restarts us
 HANG_EXIT_CODE = 3
+WATCH_SEC = 0.5
 PR_SET_PDEATHSIG = 1
 log = structlog.get_logger(logger_name="swimmy.worker")
 
@@ -84,45 +102,6 @@ def local_data(cfg: Config) -> dict[str, str]:
     return out
 
 
-class _Runner:
-    """One daemon thread that runs the backtests in order (a hung one can't hold the process's exit)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._loop = loop
-        self._jobs: queue.SimpleQueue[tuple[Callable[[], dict[str, Any]], asyncio.Future[dict[str, Any]]] | None]
-        self._jobs = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._work, name="backtests", daemon=True)
-        self._thread.start()
-
-    def submit(self, job: Callable[[], dict[str, Any]]) -> asyncio.Future[dict[str, Any]]:
-        fut: asyncio.Future[dict[str, Any]] = self._loop.create_future()
-        self._jobs.put((job, fut))
-        return fut
-
-    def _work(self) -> None:
-        while (item := self._jobs.get()) is not None:
-            job, fut = item
-            try:
-                out = job()
-            except BaseException as exc:  # noqa: BLE001 - serve_request catches; this is belt and braces
-                self._loop.call_soon_threadsafe(_set_exception, fut, exc)
-            else:
-                self._loop.call_soon_threadsafe(_set_result, fut, out)
-
-    def close(self) -> None:
-        self._jobs.put(None)
-
-
-def _set_result(fut: asyncio.Future[dict[str, Any]], value: dict[str, Any]) -> None:
-    if not fut.done():
-        fut.set_result(value)
-
-
-def _set_exception(fut: asyncio.Future[dict[str, Any]], exc: BaseException) -> None:
-    if not fut.done():
-        fut.set_exception(exc)
-
-
 class Worker:
     """The worker process's sockets and loops."""
 
@@ -133,34 +112,35 @@ class Worker:
         self.credit = cfg.workers.queue_depth
         z = cfg.zmq
         needs_curve = any(uses_curve(z, e) for e in (z.backtest_endpoint, z.pub_endpoint, z.pull_endpoint))
-        self.wire = Wire(z, load_curve_keys(z) if needs_curve else None)
+        self.wire = Wire(z, load_curve_keys(z) if needs_curve else None, blocking=True)
         self.work = self.wire.connect(DEALER, z.backtest_endpoint, curve=uses_curve(z, z.backtest_endpoint),
                                       rcvhwm=self.credit + 8)
-        self.heartbeats = self.wire.connect(SUB, z.pub_endpoint, curve=uses_curve(z, z.pub_endpoint))
-        subscribe(self.heartbeats, b"HEARTBEAT")
-        self.acks = self.wire.connect(PUSH, z.pull_endpoint, curve=uses_curve(z, z.pull_endpoint))
         self.served = 0
         self.holding = 0  # received and not yet answered
         self.thread_beat = time.monotonic()  # the backtest thread's last sign of life
+        self.stop_at: float | None = None  # when SIGTERM/SIGINT came
         self._last_beat_sent = 0.0  # the last BUSY or result sent
-        self._requests: asyncio.Queue[BacktestRequest] = asyncio.Queue()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._runner: _Runner | None = None
+        self._next_ready = 0.0
+        self._pending: deque[BacktestRequest] = deque()
+        self._closing = threading.Event()  # the helper threads end
+        self._wake_r, self._wake_w = os.pipe()  # a signal ends the idle wait at once
+        os.set_blocking(self._wake_w, False)
+        os.set_blocking(self._wake_r, False)
 
-    # -- sending ---------------------------------------------------------------------------------
+    # -- sending (the backtest thread only: it owns the DEALER) -----------------------------------
 
     def _send(self, body: dict[str, Any]) -> None:
-        try_send(self.work, [encode_work(body)])  # a full pipe drops a beat; the next one follows in a second
+        send_nowait(self.work, [encode_work(body)])  # a full pipe drops a beat; the next one follows in a second
 
     def _ready(self) -> None:
         self._send(ready_body(worker=self.worker_id, credit=self.credit, data=local_data(self.cfg)))
+        self._next_ready = time.monotonic() + BEAT_SEC
 
-    def _busy(self, request_id: str, progress: float) -> None:
-        """Called from the backtest thread (through the loop): the thread is alive.
+    def _beat(self, request_id: str, progress: float) -> None:
+        """Called by serve_request in the backtest thread: the thread is alive.
 
-        A result is a beat too, so at full pace (a result every few ms) BUSY goes out only when the last
-        beat is BUSY_MIN_GAP_SEC old: one message per request saved, and a long backtest still beats.
+        A result is a beat too, so at full pace (a result every millisecond) BUSY goes out only when the
+        last beat is BUSY_MIN_GAP_SEC old: one message per request saved, and a long backtest still beats.
         """
         now = time.monotonic()
         self.thread_beat = now
@@ -168,61 +148,53 @@ class Worker:
             self._last_beat_sent = now
             self._send(busy_body(worker=self.worker_id, request_id=request_id, progress=progress))
 
-    def _beat_from_thread(self, loop: asyncio.AbstractEventLoop) -> Beat:
-        def beat(request_id: str, progress: float) -> None:
-            loop.call_soon_threadsafe(self._busy, request_id, progress)
-        return beat
+    def _send_result(self, body: dict[str, Any]) -> None:
+        """A result must not be lost to a momentarily full pipe: wait for room, within reason."""
+        if not send_within(self.work, [encode_work(body)], RESULT_SEND_SEC):
+            log.warning("result not sent: the daemon's pipe stayed full; its timeout will re-send the request",
+                        request_id=body.get("request_id"), waited_sec=RESULT_SEND_SEC)
+        self._last_beat_sent = time.monotonic()
 
-    # -- loops -----------------------------------------------------------------------------------
+    # -- the backtest thread's loop ----------------------------------------------------------------
 
-    async def receive(self) -> None:
-        """Take requests from the daemon into our queue; answer the unusable ones at once."""
-        while True:
-            frames = await self.work.recv_multipart()
+    def _take(self) -> None:
+        """Everything that has arrived: requests to the queue, the unusable ones answered at once."""
+        while (frames := recv_nowait(self.work)) is not None:
             reply = self._answer(frames)
             if reply is None:
                 continue
             if isinstance(reply, dict):
-                await self.work.send(encode_work(reply))
+                self._send_result(reply)
                 continue
+            self._pending.append(reply)
             self.holding += 1
-            self._idle.clear()
-            self._requests.put_nowait(reply)
 
-    async def serve_forever(self) -> None:
-        """Run the queued requests one at a time in the backtest thread; send each result."""
-        loop = asyncio.get_running_loop()
-        self._runner = _Runner(loop)
-        beat = self._beat_from_thread(loop)
-        try:
-            while True:
-                req = await self._requests.get()
-                self.thread_beat = time.monotonic()
-                result = await self._runner.submit(
-                    lambda req=req: serve_request(req, self.cfg, self.worker_id, beat))  # type: ignore[misc]
-                # A result must not be lost to a momentarily full pipe: wait for room.
-                await self.work.send(encode_work(result))
-                self._last_beat_sent = time.monotonic()
-                self.served += 1
-                self.holding -= 1
-                if self.holding == 0:
-                    self._idle.set()
-                    self._ready()  # the credit is back: say so now rather than at the next beat
-        finally:
-            self._runner.close()
-
-    async def beat(self) -> None:
-        """READY every second while idle; exit when the backtest thread has hung for too long."""
+    def serve(self) -> None:
+        """Run requests as they come, one at a time, until a stop and its grace; READY every second when idle."""
+        waiter = Waiter(self.work, self._wake_r)
         self._ready()
-        hang_limit = HANG_EXIT_FACTOR * self.cfg.backtest.worker_timeout_sec
         while True:
-            await asyncio.sleep(BEAT_SEC)
-            if self.holding == 0:
-                self._ready()
-            elif time.monotonic() - self.thread_beat > hang_limit:
-                log.error("the backtest thread has hung; exiting so that the worker is restarted",
-                          silent_sec=round(time.monotonic() - self.thread_beat, 1))
-                os._exit(HANG_EXIT_CODE)
+            if self.stop_at is not None:  # take no more; finish what we hold within the grace
+                if not self._pending or time.monotonic() - self.stop_at > STOP_GRACE_SEC:
+                    return
+            elif self._pending:
+                self._take()
+            else:
+                if time.monotonic() >= self._next_ready:
+                    self._ready()
+                if self._wake_r in waiter.wait(self._next_ready - time.monotonic()):
+                    self._drain_wake()
+                if self.stop_at is None:
+                    self._take()
+                continue
+            req = self._pending.popleft()
+            self.thread_beat = time.monotonic()
+            result = serve_request(req, self.cfg, self.worker_id, self._beat)
+            self._send_result(result)
+            self.served += 1
+            self.holding -= 1
+            # The result returned its credit, and it is a beat: the idle READY follows a second after it.
+            self._next_ready = self._last_beat_sent + BEAT_SEC
 
     def _answer(self, frames: list[bytes]) -> BacktestRequest | dict[str, Any] | None:
         """A request to run, an error result to send at once, or None when nothing can be answered."""
@@ -243,52 +215,86 @@ class Worker:
                                elapsed_ms=0.0, worker=self.worker_id)
         return req
 
-    async def ack_heartbeats(self) -> None:
-        """Answer every daemon HEARTBEAT with our own (`ack_of` = its id)."""
-        while True:
-            frames = await self.heartbeats.recv_multipart()
-            if len(frames) != 2:
-                continue
-            try:
-                hb = orjson.loads(frames[1])
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(hb, dict):
-                ack = ack_body(source=self.source, status="OK", hb_id=str(uuid.uuid4()),
-                               ack_of=hb.get("id") if isinstance(hb.get("id"), str) else None)
-                try_send(self.acks, [encode(ack)])
+    # -- signals -----------------------------------------------------------------------------------
 
-    async def run(self) -> int:
-        """Serve until SIGTERM/SIGINT; the backtests in hand get STOP_GRACE_SEC to finish."""
-        loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
-        # Before the first READY: loading the compiled loops takes ~0.5 s, compiling them (once per install,
-        # into NUMBA_CACHE_DIR) several seconds, and a backtest that compiled inside a request would stay
-        # silent past backtest.worker_timeout_sec.
-        warm_started = time.monotonic()
-        await asyncio.to_thread(warm_up)
-        log.info("worker started", worker=self.worker_id, pid=os.getpid(), work=self.cfg.zmq.backtest_endpoint,
-                 credit=self.credit, warm_up_sec=round(time.monotonic() - warm_started, 2))
-        tasks = [asyncio.create_task(coro, name=name) for coro, name in (
-            (self.receive(), "receive"), (self.serve_forever(), "serve"), (self.beat(), "beat"),
-            (self.ack_heartbeats(), "acks"))]
-        stopped = asyncio.create_task(stop.wait(), name="stop")
+    def _on_signal(self, signum: int, frame: object) -> None:
+        if self.stop_at is None:
+            self.stop_at = time.monotonic()
+
+    def _drain_wake(self) -> None:
         try:
-            done, _ = await asyncio.wait([*tasks, stopped], return_when=asyncio.FIRST_COMPLETED)
-            for task in done:
-                if task is not stopped and task.exception() is not None:
-                    log.error("worker task failed", task=task.get_name(), exc_info=task.exception())
-                    return 1
-            tasks[0].cancel()  # take no more requests; let the ones in hand finish and their results leave
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._idle.wait(), timeout=STOP_GRACE_SEC)
+            while os.read(self._wake_r, 256):
+                pass
+        except BlockingIOError:
+            pass
+
+    # -- the helper threads ------------------------------------------------------------------------
+
+    def ack_heartbeats(self) -> None:
+        """Answer every daemon HEARTBEAT with our own (`ack_of` = its id), on sockets of this thread's own."""
+        z = self.cfg.zmq
+        heartbeats = self.wire.connect(SUB, z.pub_endpoint, curve=uses_curve(z, z.pub_endpoint))
+        subscribe(heartbeats, b"HEARTBEAT")
+        acks = self.wire.connect(PUSH, z.pull_endpoint, curve=uses_curve(z, z.pull_endpoint))
+        waiter = Waiter(heartbeats)
+        while not self._closing.is_set():
+            waiter.wait(WATCH_SEC)
+            while (frames := recv_nowait(heartbeats)) is not None:
+                if len(frames) != 2:
+                    continue
+                try:
+                    hb = orjson.loads(frames[1])
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(hb, dict):
+                    ack = ack_body(source=self.source, status="OK", hb_id=str(uuid.uuid4()),
+                                   ack_of=hb.get("id") if isinstance(hb.get("id"), str) else None)
+                    send_nowait(acks, [encode(ack)])
+
+    def watch(self) -> None:
+        """Exit when the backtest thread has hung for too long, or still runs at the end of a stop's grace."""
+        hang_limit = HANG_EXIT_FACTOR * self.cfg.backtest.worker_timeout_sec
+        while not self._closing.wait(WATCH_SEC):
+            now = time.monotonic()
+            if self.holding > 0 and now - self.thread_beat > hang_limit:
+                log.error("the backtest thread has hung; exiting so that the worker is restarted",
+                          silent_sec=round(now - self.thread_beat, 1))
+                os._exit(HANG_EXIT_CODE)
+            if self.stop_at is not None and now - self.stop_at > STOP_GRACE_SEC + 2 * WATCH_SEC:
+                log.warning("stopping: a backtest still runs after the grace; exiting without it",
+                            grace_sec=STOP_GRACE_SEC, served=self.served)
+                os._exit(0)
+
+    def run(self) -> int:
+        """Serve until SIGTERM/SIGINT; the backtests in hand get STOP_GRACE_SEC to finish."""
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._on_signal)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        helpers = [threading.Thread(target=self.ack_heartbeats, name="acks", daemon=True),
+                   threading.Thread(target=self.watch, name="watch", daemon=True)]
+        for thread in helpers:
+            thread.start()
+        try:
+            # Before the first READY: loading the compiled loops takes ~0.5 s, compiling them (once per install,
+            # into NUMBA_CACHE_DIR) several seconds, and a backtest that compiled inside a request would stay
+            # silent past backtest.worker_timeout_sec.
+            warm_started = time.monotonic()
+            warm_up()
+            log.info("worker started", worker=self.worker_id, pid=os.getpid(), work=self.cfg.zmq.backtest_endpoint,
+                     credit=self.credit, warm_up_sec=round(time.monotonic() - warm_started, 2))
+            if self.stop_at is None:
+                self.serve()
+        except Exception as exc:
+            log.error("worker failed", exc_info=exc)
+            return 1
         finally:
-            for task in [*tasks, stopped]:
-                task.cancel()
-            await asyncio.gather(*tasks, stopped, return_exceptions=True)
+            self._closing.set()
+            for thread in helpers:
+                thread.join(timeout=2 * WATCH_SEC)
+            signal.set_wakeup_fd(-1)
             self.wire.close()
+            os.close(self._wake_r)
+            os.close(self._wake_w)
         log.info("worker stopped", worker=self.worker_id, served=self.served)
         return 0
 
@@ -305,8 +311,6 @@ def follow_parent() -> bool:
 
 def run_worker(cfg: Config, worker_id: str | None) -> int:
     """Entry point of `swimmy worker`."""
-    import uvloop
-
     from swimmy.telemetry.logbridge import configure_stderr_logging
 
     configure_stderr_logging(cfg.telemetry.log_level)
@@ -314,5 +318,5 @@ def run_worker(cfg: Config, worker_id: str | None) -> int:
         log.warning("the daemon that started this embedded worker is gone; exiting")
         return 1
     worker = Worker(cfg, worker_id or default_worker_id())
-    return uvloop.run(worker.run())
+    return worker.run()
 

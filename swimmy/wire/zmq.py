@@ -111,18 +111,23 @@ class _KeyRing:
 
 
 class Wire:
-    """Owns one zmq context, its ZAP authenticator and every socket made through it."""
+    """Owns one zmq context, its ZAP authenticator and every socket made through it.
 
-    def __init__(self, cfg: ZmqConfig, keys: CurveKeys | None = None) -> None:
+    `blocking`: plain (not asyncio) sockets, for a process whose sockets each live in one thread's own
+    loop (the worker, swimmy/backtest/worker.py); such a wire only connects (no ZAP authenticator).
+    """
+
+    def __init__(self, cfg: ZmqConfig, keys: CurveKeys | None = None, *, blocking: bool = False) -> None:
         self.cfg = cfg
         self.keys = keys
-        self.ctx = zmq.asyncio.Context()
+        self.blocking = blocking
+        self.ctx = zmq.Context() if blocking else zmq.asyncio.Context()
         self._sockets: list[Any] = []
         self._auth: AsyncioAuthenticator | None = None
 
     def _ensure_auth(self) -> None:
         if self._auth is None:
-            assert self.keys is not None
+            assert self.keys is not None and not self.blocking
             self._auth = AsyncioAuthenticator(self.ctx)
             self._auth.start()
             self._auth.configure_curve_callback(domain="*", credentials_provider=_KeyRing(self.keys.authorized))
@@ -195,6 +200,49 @@ def try_send(sock: Any, frames: list[bytes]) -> bool:
     if isinstance(exc, zmq.Again):
         return False
     raise exc
+
+
+def send_nowait(sock: Any, frames: list[bytes]) -> bool:
+    """A plain (blocking-wire) socket: send without blocking; False when the peer's queue is full."""
+    try:
+        sock.send_multipart(frames, zmq.NOBLOCK)
+    except zmq.Again:
+        return False
+    return True
+
+
+def send_within(sock: Any, frames: list[bytes], timeout_sec: float) -> bool:
+    """A plain socket: send, waiting at most `timeout_sec` for room in the pipe; False when none came."""
+    if send_nowait(sock, frames):
+        return True
+    if not sock.poll(int(timeout_sec * 1000), zmq.POLLOUT):
+        return False
+    return send_nowait(sock, frames)
+
+
+def recv_nowait(sock: Any) -> list[bytes] | None:
+    """A plain socket: the next message's frames, or None when nothing is waiting."""
+    try:
+        frames: list[bytes] = sock.recv_multipart(zmq.NOBLOCK)
+    except zmq.Again:
+        return None
+    return frames
+
+
+class Waiter:
+    """A blocking poll over plain sockets and file descriptors, for a thread's own loop (never an event loop's)."""
+
+    def __init__(self, *sources: Any) -> None:
+        self._poller = zmq.Poller()
+        for source in sources:
+            self._poller.register(source, zmq.POLLIN)
+
+    def wait(self, timeout_sec: float) -> set[Any]:
+        """The sources with input, after at most `timeout_sec` (a signal may end the wait early)."""
+        try:
+            return {source for source, _ in self._poller.poll(max(0, int(timeout_sec * 1000)))}
+        except InterruptedError:
+            return set()
 
 
 async def recv_frames(sock: Any) -> list[bytes]:
