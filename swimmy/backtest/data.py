@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import math
+import os
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
@@ -63,9 +64,23 @@ def universe_name(symbol: str, timeframe: str) -> str:
 
 
 @functools.lru_cache(maxsize=256)
-def _resolved(path: str) -> Path:
-    """A data file's resolved path, once per process (a worker asks for it on every request: ~100 µs each)."""
-    return Path(path).resolve()
+def _candidates(data_dir: Path, symbol: str, timeframe: str) -> tuple[str, str, str]:
+    """A universe's canonical and CSV paths as text, and the CSV's as the user named it, once per process.
+
+    A worker asks on every request, and pathlib's objects cost tens of µs there; `os.stat` on text does not.
+    """
+    canonical = canonical_path(data_dir, symbol, timeframe).resolve()
+    named_csv = data_dir / f"{symbol}_{timeframe}.csv"
+    return str(canonical), str(named_csv.resolve()), str(named_csv)
+
+
+def _current_file(data_dir: Path, symbol: str, timeframe: str) -> tuple[str, os.stat_result]:
+    """`data_path`'s file (resolved, as text) and its stat; OSError when there is none."""
+    canonical, csv, _ = _candidates(data_dir, symbol, timeframe)
+    try:
+        return canonical, os.stat(canonical)
+    except FileNotFoundError:
+        return csv, os.stat(csv)
 
 
 def universe_dir(cfg: Config, symbol: str) -> Path:
@@ -88,18 +103,15 @@ def data_hash(data_dir: Path, symbol: str, timeframe: str) -> str | None:
 
     Cached per process by (mtime_ns, size), like the bars: a changed file gets a new hash at once.
     """
-    path = data_path(data_dir, symbol, timeframe)
     try:
-        resolved = _resolved(str(path))
-        st = resolved.stat()
+        key, st = _current_file(data_dir, symbol, timeframe)
     except OSError:
         return None
-    key = str(resolved)
     hit = _hash_cache.get(key)
     if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
         return hit[2]
     try:
-        value = file_hash(resolved)
+        value = file_hash(Path(key))
     except OSError:
         return None
     _hash_cache[key] = (st.st_mtime_ns, st.st_size, value)
@@ -112,19 +124,20 @@ def load_bars(data_dir: Path, symbol: str, timeframe: str) -> Bars:
     A canonical `.npy` is mapped, not read: the arrays are views of the page cache that every process
     on the machine shares. A `.csv` is parsed into arrays of this process.
     """
-    path = data_path(data_dir, symbol, timeframe)
     try:
-        resolved = _resolved(str(path))
-        st = resolved.stat()
+        key, st = _current_file(data_dir, symbol, timeframe)
     except FileNotFoundError:
+        path = data_path(data_dir, symbol, timeframe)
         raise DataError(f"no data for {symbol} {timeframe}: {path} does not exist") from None
     except OSError as exc:
+        path = data_path(data_dir, symbol, timeframe)
         raise DataError(f"no data for {symbol} {timeframe}: cannot read {path}: {exc.strerror}") from exc
-    key = str(resolved)
     hit = _cache.get(key)
     if hit is not None and hit[0] == st.st_mtime_ns and hit[1] == st.st_size:
         return hit[2]
-    bars = open_canonical(resolved) if resolved.suffix == EXTENSION else read_csv(path)
+    resolved = Path(key)
+    named = resolved if resolved.suffix == EXTENSION else Path(_candidates(data_dir, symbol, timeframe)[2])
+    bars = open_canonical(resolved) if resolved.suffix == EXTENSION else read_csv(named)
     # One entry per file: a changed file replaces its old bars instead of piling up next to them.
     _cache[key] = (st.st_mtime_ns, st.st_size, bars)
     return bars

@@ -7,6 +7,7 @@ constants and PSR and never loads numba); they sum in numpy's pairwise order, so
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -104,11 +105,18 @@ def returns_sketch(returns: npt.NDArray[np.float64], blocks: int = SKETCH_BLOCKS
     from swimmy.backtest import kernels
 
     r = np.ascontiguousarray(returns, dtype=np.float64)
-    edges = np.linspace(0, len(r), blocks + 1).astype(np.int64)
+    edges, counts = _sketch_edges(len(r), blocks)
     # Running sums read at the edges (np.cumsum's left-to-right order), then differenced.
     csum, csq = kernels.prefix_sums_at(r, edges)
-    return {"sums": [float(x) for x in np.diff(csum)], "sumsqs": [float(x) for x in np.diff(csq)],
-            "counts": [int(x) for x in np.diff(edges)]}
+    return {"sums": np.diff(csum).tolist(), "sumsqs": np.diff(csq).tolist(), "counts": list(counts)}
+
+
+@functools.lru_cache(maxsize=64)
+def _sketch_edges(n: int, blocks: int) -> tuple[npt.NDArray[np.int64], tuple[int, ...]]:
+    """The block edges of a range of n bars (every IS trial of a universe has the same n) and the block sizes."""
+    edges = np.linspace(0, n, blocks + 1).astype(np.int64)
+    edges.flags.writeable = False
+    return edges, tuple(np.diff(edges).tolist())
 
 
 def probabilistic_sharpe_ratio(sr: float, n: int, skew: float, kurtosis: float, sr_benchmark: float = 0.0) -> float:

@@ -38,9 +38,8 @@ def serve_request(req: BacktestRequest, cfg: Config, worker: str, beat: Beat | N
     beat(req.request_id, 0.0)
     try:
         spec = StrategySpec.from_wire(req.strategy)
-        name = spec.name()
-        if isinstance(req.strategy, dict) and isinstance(req.strategy.get("name"), str):
-            name = req.strategy["name"]
+        given = req.strategy.get("name") if isinstance(req.strategy, dict) else None
+        name = given if isinstance(given, str) else spec.name()
         _debug_hooks(cfg, name, req, beat)
         ours = data_hash(universe_dir(cfg, spec.symbol), spec.symbol, spec.timeframe)
         if req.data_hash is not None and ours != req.data_hash:  # changed, or gone, since our READY
