@@ -65,7 +65,9 @@ def build_commands(s: Services, config: Callable[[], Config], health: Callable[[
             if not config().school.trades(spec.symbol, spec.timeframe):
                 raise CommandError(f"{spec.name()}: {spec.symbol} {spec.timeframe} is not traded by this config; "
                                    "nothing was imported", 2)
-        return import_specs(s.store, specs, s.clock.time())
+        imported = import_specs(s.store, specs, s.clock.time())
+        s.school.incubator_grew()
+        return imported
 
     async def wfv_start(args: dict[str, Any]) -> dict[str, Any]:
         name = _name(args)

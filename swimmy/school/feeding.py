@@ -25,6 +25,7 @@ from swimmy.store import StrategyRow
 FLUSH_AT = 256  # IS results written in one transaction at most this many at a time
 FLUSH_SEC = 0.5  # one transaction and one N_eff update per half second of IS results (bench/fleet_bench.py)
 BATCH = 64  # incubator strategies bred (one transaction) or read from the store at a time, per universe
+STORE_RECHECK_SEC = 1.0  # a universe whose store had no incubator row to spare is asked again after this long
 
 
 class SchoolFeeding(SchoolRanking):
@@ -103,11 +104,19 @@ class SchoolFeeding(SchoolRanking):
         return True
 
     def _next_row(self, key: tuple[str, str], now: float) -> StrategyRow | None:
-        """The next incubator strategy of a universe: from the buffer, the store, or a new batch of children."""
+        """The next incubator strategy of a universe: from the buffer, the store, or a new batch of children.
+
+        The store is asked for waiting rows (imported, re-evaluated, or left by an earlier run or a failed
+        request) before breeding; when it had none to spare, not again for STORE_RECHECK_SEC unless
+        `incubator_grew` (swimmy/school/universes.py). At full pace that read (its in-flight exclusions
+        included) cost more than the breeding: about 80 µs a trial.
+        """
         buffer = self._ready_rows.setdefault(key, deque())
-        if not buffer:
-            buffer.extend(self._store.awaiting_is_for(*key, BATCH,
-                                                      exclude=self._is_inflight.keys() | self._unflushed))
+        if not buffer and self._clock.monotonic() >= self._store_quiet_until.get(key, 0.0):
+            waiting = self._store.awaiting_is_for(*key, BATCH, exclude=self._is_inflight.keys() | self._unflushed)
+            buffer.extend(waiting)
+            if len(waiting) < BATCH:
+                self._store_quiet_until[key] = self._clock.monotonic() + STORE_RECHECK_SEC
         if not buffer:
             buffer.extend(self._breed(*key, BATCH, now))
         return buffer.popleft() if buffer else None

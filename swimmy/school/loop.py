@@ -104,6 +104,7 @@ class School(SchoolFeeding):
         self._is_inflight: dict[str, StrategyRow] = {}
         self._unflushed: set[str] = set()  # IS results received, not yet written
         self._ready_rows: dict[tuple[str, str], deque[StrategyRow]] = {}
+        self._store_quiet_until: dict[tuple[str, str], float] = {}
         self._is_done: list[tuple[Outcome, StrategyRow]] = []
         self._parents: dict[tuple[str, str], list[StrategyRow]] = {}
         self._live = 0

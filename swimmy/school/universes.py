@@ -76,6 +76,11 @@ class SchoolData:
     _split_keys: tuple[float, int]
     _parents: dict[tuple[str, str], list[StrategyRow]]
     _retire_queue: deque[StrategyRow]
+    _store_quiet_until: dict[tuple[str, str], float]  # swimmy/school/feeding.py: when to ask the store again
+
+    def incubator_grew(self) -> None:
+        """Strategies came into the incubator from outside the breeding (an import, new data): look at once."""
+        self._store_quiet_until.clear()
 
     def universes(self) -> list[tuple[str, str]]:
         """The configured (symbol, timeframe) pairs."""
@@ -204,6 +209,7 @@ class SchoolData:
                                  "trials": trials, "n_eff": round(n_eff, 3), "universe": universe})
                 self._on_ranked(name, old, "incubator", reason)
         if moved:
+            self.incubator_grew()
             self._parents.pop((symbol, timeframe), None)
             self._retire_queue = deque(r for r in self._retire_queue
                                        if universe_name(r.symbol, r.timeframe) != universe)

@@ -64,6 +64,43 @@ class TestCycle:
             s.cycle()
         assert len(kit.store.live_strategies()) == 12  # type: ignore[attr-defined]
 
+    def test_imported_strategies_are_sent_first_though_the_store_had_none_a_moment_ago(self, tmp_path: Path) -> None:
+        """The store is asked for waiting rows once a second at most, and at once after an import (incubator_grew)."""
+        from swimmy.backtest.strategies import StrategySpec
+        from swimmy.school.catalog import import_specs
+        from swimmy.school.feeding import STORE_RECHECK_SEC
+
+        s, kit = school(tmp_path, [True], breed_per_cycle=0, population_max=1000)
+        kit.pipe.open = False  # type: ignore[attr-defined]
+        kit.pipe.ready(credit=1)  # type: ignore[attr-defined]
+        s.cycle()  # the store has nothing waiting: a child is bred and sent
+        sent = kit.pipe.sent  # type: ignore[attr-defined]
+
+        def next_sent() -> str:
+            kit.answer(sent[-1], sharpe=-1.0)  # type: ignore[attr-defined]
+            s._scheduled_feed()
+            return str(sent[-1]["strategy"]["name"])
+
+        def drop_buffer() -> None:  # the bred batch aside (and out of the store's incubator): only imports wait
+            for row in s._ready_rows.pop(("EURUSD", "H1"), []):
+                kit.store.set_rank(row.name, "graveyard", kit.clock.time())  # type: ignore[attr-defined]
+
+        def imported(fast: int) -> str:
+            spec = StrategySpec("sma_cross", {"fast": fast, "slow": 40}, "EURUSD", "H1")
+            older = kit.clock.time() - 3600  # type: ignore[attr-defined]  # so it is the store's oldest waiting row
+            return import_specs(kit.store, [spec], older)["added"][0]  # type: ignore[attr-defined]
+
+        first = imported(3)
+        drop_buffer()
+        assert next_sent() != first  # within the quiet second the store is not read: a new child goes
+        kit.clock.advance(STORE_RECHECK_SEC)  # type: ignore[attr-defined]
+        drop_buffer()
+        assert next_sent() == first  # a second on, the store is read again
+        second = imported(4)
+        drop_buffer()
+        s.incubator_grew()
+        assert next_sent() == second  # an import is looked at once
+
     def test_incubator_rows_without_data_are_retired_with_the_reason(self, tmp_path: Path) -> None:
         """A symbol the config does not trade can't block the incubator: it leaves, saying why."""
         s, kit = school(tmp_path, [False])
