@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 
 from swimmy.backtest import supervisor as workers
-from swimmy.backtest.supervisor import PARENT_PID_ENV, WorkerSupervisor
+from swimmy.backtest.supervisor import PARENT_PID_ENV, WORK_ENDPOINT_ENV, WorkerSupervisor
 from swimmy.testing import CapturingEmitter, FakeClock
 
 
@@ -162,10 +162,20 @@ class TestStart:
             assert "NOTIFY_SOCKET" not in proc.env and "WATCHDOG_USEC" not in proc.env
         started = f.emit.of_type("worker.started")
         assert [(e.service, e.severity, e.correlation_id) for e in started] == [("engine", "info", i) for i in ids]
-        assert [e.data for e in started] == [{"worker": i, "pid": p.pid, "restarts": 0}
+        assert [e.data for e in started] == [{"worker": i, "pid": p.pid, "restarts": 0,
+                                              "endpoint": "zmq.backtest_endpoint"}
                                              for i, p in zip(ids, f.spawner.procs, strict=True)]
+        assert all(WORK_ENDPOINT_ENV not in proc.env for proc in f.spawner.procs)  # none given: the config's
         assert (f.supervisor.configured, f.supervisor.alive()) == (2, 2)
         assert f.supervisor.pids() == {i: p.pid for i, p in zip(ids, f.spawner.procs, strict=True)}
+
+    async def test_workers_are_told_the_daemons_private_endpoint(
+        self, fleet: Callable[..., Awaitable[Fleet]]
+    ) -> None:
+        """Given one (the daemon's Unix socket), every worker gets it in its environment and worker.started names it."""
+        f = await fleet(2, endpoint="ipc:///tmp/swimmy-x/work.sock")
+        assert [p.env[WORK_ENDPOINT_ENV] for p in f.spawner.procs] == ["ipc:///tmp/swimmy-x/work.sock"] * 2
+        assert {e.data["endpoint"] for e in f.emit.of_type("worker.started")} == {"ipc:///tmp/swimmy-x/work.sock"}
 
     async def test_nothing_runs_and_nothing_is_spawned_before_run(self, spawner: Spawner, tmp_path: Path) -> None:
         """A new supervisor has started nothing: none alive, `spawned` false (none alive is not yet a fault)."""
@@ -218,7 +228,8 @@ class TestBackoff:
         assert (restarted.severity, restarted.data) == ("warning", {"worker": "embedded-1", "restarts": 2,
                                                                    "previous_pid": second.pid})
         third = f.spawner.latest("embedded-1")
-        assert f.of("worker.started")[-1] == {"worker": "embedded-1", "pid": third.pid, "restarts": 2}
+        assert f.of("worker.started")[-1] == {"worker": "embedded-1", "pid": third.pid, "restarts": 2,
+                                              "endpoint": "zmq.backtest_endpoint"}
         assert f.supervisor.pids() == {"embedded-1": third.pid}
 
     async def test_quick_deaths_double_the_wait_up_to_a_minute(self, fleet: Callable[..., Awaitable[Fleet]]) -> None:

@@ -22,6 +22,7 @@ from swimmy.ops.systemd import child_env
 from swimmy.telemetry.queue import Emit
 
 PARENT_PID_ENV = "SWIMMY_PARENT_PID"
+WORK_ENDPOINT_ENV = "SWIMMY_WORK_ENDPOINT"  # the daemon's private Unix socket for its embedded workers
 BACKOFF_MIN_SEC = 1.0
 BACKOFF_MAX_SEC = 60.0
 STABLE_SEC = 60.0
@@ -44,7 +45,7 @@ class WorkerSupervisor:
 
     def __init__(self, config_path: Path | None, count: int, emit: Emit, clock: Clock, *, id_prefix: str = "embedded",
                  on_progress: Callable[[], None] | None = None, on_change: Callable[[], None] | None = None,
-                 on_exit: Callable[[str, str], None] | None = None) -> None:
+                 on_exit: Callable[[str, str], None] | None = None, endpoint: str | None = None) -> None:
         if count and config_path is None:
             raise ValueError("embedded workers need the path of the config file they load")
         self.config_path = config_path
@@ -54,6 +55,7 @@ class WorkerSupervisor:
         self._on_change = on_change or (lambda: None)
         self._on_exit = on_exit or (lambda worker_id, reason: None)  # its requests are re-queued at once
         self._slots = [_Slot(f"{id_prefix}-{n}") for n in range(1, count + 1)]
+        self.endpoint = endpoint  # where the workers connect instead of zmq.backtest_endpoint (None: there)
         self._stopping = False
         self.spawned = False  # the first round of starts is done (before it, "none alive" is not a fault)
 
@@ -76,12 +78,14 @@ class WorkerSupervisor:
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             # The notify socket and the watchdog are the daemon's, not its workers'; the parent pid lets an
             # embedded worker follow its daemon if the daemon is killed without a chance to stop it.
-            env={**child_env(), PARENT_PID_ENV: str(os.getpid())},
+            env={**child_env(), PARENT_PID_ENV: str(os.getpid()),
+                 **({WORK_ENDPOINT_ENV: self.endpoint} if self.endpoint else {})},
         )
         slot.started_at = self._clock.monotonic()
         slot.restart_at = None
         self._emit("worker.started", service="engine", correlation_id=slot.worker_id,
-                   data={"worker": slot.worker_id, "pid": slot.proc.pid, "restarts": slot.restarts})
+                   data={"worker": slot.worker_id, "pid": slot.proc.pid, "restarts": slot.restarts,
+                         "endpoint": self.endpoint or "zmq.backtest_endpoint"})
         self._on_change()
 
     async def run(self) -> None:

@@ -47,6 +47,7 @@ import structlog
 from swimmy.backtest.data import data_hash, universe_dir, universe_name
 from swimmy.backtest.engine import warm_up
 from swimmy.backtest.serve import serve_request as serve_request  # re-exported: school/validity.py imports it here
+from swimmy.backtest.supervisor import WORK_ENDPOINT_ENV
 from swimmy.config import Config
 from swimmy.wire.messages import (
     WORK_VERSION,
@@ -113,7 +114,9 @@ class Worker:
         z = cfg.zmq
         needs_curve = any(uses_curve(z, e) for e in (z.backtest_endpoint, z.pub_endpoint, z.pull_endpoint))
         self.wire = Wire(z, load_curve_keys(z) if needs_curve else None, blocking=True)
-        self.work = self.wire.connect(DEALER, z.backtest_endpoint, curve=uses_curve(z, z.backtest_endpoint),
+        # An embedded worker is told the daemon's private Unix socket (the same ROUTER, the same CURVE rule).
+        self.endpoint = os.environ.get(WORK_ENDPOINT_ENV) or z.backtest_endpoint
+        self.work = self.wire.connect(DEALER, self.endpoint, curve=uses_curve(z, z.backtest_endpoint),
                                       rcvhwm=self.credit + 8)
         self.served = 0
         self.holding = 0  # received and not yet answered
@@ -280,7 +283,7 @@ class Worker:
             # silent past backtest.worker_timeout_sec.
             warm_started = time.monotonic()
             warm_up()
-            log.info("worker started", worker=self.worker_id, pid=os.getpid(), work=self.cfg.zmq.backtest_endpoint,
+            log.info("worker started", worker=self.worker_id, pid=os.getpid(), work=self.endpoint,
                      credit=self.credit, warm_up_sec=round(time.monotonic() - warm_started, 2))
             if self.stop_at is None:
                 self.serve()

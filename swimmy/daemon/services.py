@@ -128,7 +128,10 @@ def build_services(cfg: Config, *, run_id: str, clock: Clock, started_at: float,
                           ("BACKTEST_RESULT", backtests.handle_result)):
         dispatcher.register_work(kind, handler)
     embedded = cfg.workers.embedded if cfg.source is not None else 0
-    workers = WorkerSupervisor(cfg.source, embedded, emit, clock,
+    # The embedded workers reach the same ROUTER through a Unix socket: half TCP's CPU a message (docs/protocol.md).
+    local = (wire.bind_private_ipc(work, "work.sock")
+             if embedded and not cfg.zmq.backtest_endpoint.startswith("ipc://") else None)
+    workers = WorkerSupervisor(cfg.source, embedded, emit, clock, endpoint=local,
                                on_progress=progress.beater("workers"), on_exit=backtests.worker_gone)
     publisher = HeartbeatPublisher(
         lambda frames: try_send(pub, frames), emit, clock, interval_sec=cfg.heartbeat.interval_sec,

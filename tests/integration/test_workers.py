@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,6 +32,19 @@ class TestEndToEnd:
         # workers being started at start-up are not "none alive": the first heartbeat is OK, not DEGRADED
         assert daemon.events("heartbeat.sent")[0]["data"]["status"] == "OK"
         assert daemon.stop() == 0
+
+    def test_embedded_workers_reach_the_daemon_through_its_private_unix_socket(self, start_fleet: StartFleet) -> None:
+        """worker.started names the ipc endpoint, in a 0700 directory of the daemon's; work flows; stop removes it."""
+        daemon = start_fleet(1, heartbeat_acked=True, heartbeat={"interval_sec": 0.2})
+        endpoint = daemon.events("worker.started")[0]["data"]["endpoint"]
+        assert endpoint.startswith("ipc://") and endpoint.endswith("/work.sock")
+        folder = Path(endpoint.removeprefix("ipc://")).parent
+        assert folder.is_dir() and stat.S_IMODE(folder.stat().st_mode) == 0o700
+        rid = daemon.submit(SMA)
+        (done,) = daemon.wait_for("backtest.completed", timeout=20, request_id=rid)
+        assert done["data"]["status"] == "ok" and done["data"]["worker"] == "embedded-1"
+        assert daemon.stop() == 0
+        assert not folder.exists()
 
     @pytest.mark.parametrize(
         ("strategy", "extra", "reason"),
