@@ -332,13 +332,10 @@ class Reader:
         Raises ZMQError for an unroutable ROUTER identity (ROUTER_MANDATORY: the peer is gone).
         """
         try:
-            self._sync.send_multipart(frames, zmq.NOBLOCK)
-        except zmq.Again:
-            return False
+            return send_nowait(self._sync, frames)
         finally:
             if int(self._sync.getsockopt(zmq.EVENTS)) & zmq.POLLIN:
                 self.poke()
-        return True
 
     def stop(self) -> None:
         """Stop reading (idempotent)."""
