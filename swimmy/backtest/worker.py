@@ -177,6 +177,9 @@ class Worker:
         waiter = Waiter(self.work, self._wake_r)
         self._ready()
         while True:
+            # The loop is the thread's sign of life. Beating here, idle or not, also keeps a request just taken
+            # after a long idle spell from meeting an old beat in the watchdog before it starts.
+            self.thread_beat = time.monotonic()
             if self.stop_at is not None:  # take no more; finish what we hold within the grace
                 if not self._pending or time.monotonic() - self.stop_at > STOP_GRACE_SEC:
                     return
@@ -191,7 +194,6 @@ class Worker:
                     self._take()
                 continue
             req = self._pending.popleft()
-            self.thread_beat = time.monotonic()
             result = serve_request(req, self.cfg, self.worker_id, self._beat)
             self._send_result(result)
             self.served += 1
