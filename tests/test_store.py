@@ -345,6 +345,15 @@ class TestStrategies:
         with pytest.raises(StoreError, match="same name, different rules"):
             store.add_strategy(clash)
 
+    def test_a_clash_in_a_batch_names_it_and_writes_none_of_the_batch(self, store: Store) -> None:
+        """Batches go in with one executemany; a clash still names its strategy and the batch is all or nothing."""
+        store.add_strategy(strategy(1))
+        clash = StrategyRow(**{**strategy(1).__dict__, "rules_hash": "f" * 64})
+        with pytest.raises(StoreError, match=f"cannot add strategy {clash.name}: .*same name, different rules"):
+            store.add_strategies([strategy(2), clash, strategy(3)])
+        assert [r.name for r in store.list_strategies()] == [strategy(1).name]
+        assert store.add_strategies([strategy(2), strategy(1), strategy(3)]) == 2  # rules that exist: skipped
+
     def test_null_metrics_stay_null(self, store: Store) -> None:
         """Unknown metrics are NULL and read back as None; an errored backtest never becomes 0.0."""
         row = strategy(1)

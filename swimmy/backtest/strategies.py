@@ -139,6 +139,13 @@ class StrategySpec:
 
     def rules_hash(self) -> str:
         """8 hex chars of sha256 over the canonical rules; 10 and 10.0 hash alike, param order is irrelevant."""
+        cached: str | None = self.__dict__.get("_rules_hash")
+        if cached is None:  # the spec is frozen: computed once (breeding and naming ask several times)
+            cached = self._compute_rules_hash()
+            object.__setattr__(self, "_rules_hash", cached)
+        return cached
+
+    def _compute_rules_hash(self) -> str:
         canonical = [
             self.family,
             [[k, float(v)] for k, v in sorted(self.params.items())],

@@ -120,7 +120,7 @@ def breed(
     pool = [p for p in parents if p.symbol in symbols and p.timeframe == timeframe and p.family in PARAM_SPACE]
     mutants = round(count * mutate_share) if pool else 0
     families = list(FAMILIES)
-    seen = set(existing_hashes)
+    seen: set[str] = set()  # the siblings' hashes; existing_hashes is not copied (it grows with the graveyard)
     children: list[Child] = []
     for slot in range(count):
         for _ in range(max_tries):
@@ -131,7 +131,7 @@ def breed(
                 spec = random_spec(rng, rng.choice(families), rng.choice(symbols), timeframe)
                 child = Child(spec, 0, None)
             rules_hash = child.spec.rules_hash()
-            if rules_hash not in seen:
+            if rules_hash not in seen and rules_hash not in existing_hashes:
                 seen.add(rules_hash)
                 children.append(child)
                 break

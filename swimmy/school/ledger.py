@@ -176,9 +176,12 @@ class Ledger:
         return n, n_eff if n_eff is not None else 1.0
 
     def deflate(self, universe: str, *, sharpe_per_bar: float | None, bars: int | None, skew: float | None,
-                kurtosis: float | None, bars_per_year: float) -> Deflation:
-        """The DSR of an IS result against the universe's ledger as it is now (V = 1/(T-1), SPEC §5)."""
-        n, n_eff = self.counts(universe)
+                kurtosis: float | None, bars_per_year: float, counts: tuple[int, float] | None = None) -> Deflation:
+        """The DSR of an IS result against the universe's ledger as it is now (V = 1/(T-1), SPEC §5).
+
+        `counts`: the universe's (N, N_eff) when the caller has just read them (a batch of results).
+        """
+        n, n_eff = counts if counts is not None else self.counts(universe)
         if sharpe_per_bar is None or bars is None or bars < 3 or skew is None or kurtosis is None:
             return Deflation(None, 0.0, n, n_eff)
         variance = null_variance(bars)

@@ -81,6 +81,7 @@ class SchoolRanking(SchoolData):
         self.ledger.record(trials, now)
         records: list[tuple[str, dict[str, float | int | None], str]] = []
         ranked: list[tuple[StrategyRow, str, str, dict[str, float | int | None]]] = []
+        totals: dict[str, tuple[int, float]] = {}  # (N, N_eff) per universe after this batch: read once
         for outcome, row in done:
             universe = universe_name(row.symbol, row.timeframe)
             progress = self._progress.setdefault(universe, Progress())
@@ -96,9 +97,12 @@ class SchoolRanking(SchoolData):
                 continue
             metrics = dict(outcome.metrics)
             bars = outcome.result.bars if outcome.result is not None else None
+            if universe not in totals:
+                totals[universe] = self.ledger.counts(universe)
             deflation = self.ledger.deflate(universe, sharpe_per_bar=_num(metrics.get("sharpe_per_bar")), bars=bars,
                                             skew=_num(metrics.get("skew")), kurtosis=_num(metrics.get("kurtosis")),
-                                            bars_per_year=BARS_PER_YEAR.get(row.timeframe, 6240))
+                                            bars_per_year=BARS_PER_YEAR.get(row.timeframe, 6240),
+                                            counts=totals[universe])
             metrics["dsr"] = deflation.dsr
             metrics["bars"] = bars
             progress.sr0 = deflation.sr0

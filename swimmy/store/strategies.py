@@ -61,14 +61,18 @@ class StrategyQueries(StoreBase):
             f"INSERT INTO strategies ({', '.join(_STRATEGY_COLUMNS)}) VALUES ({marks}) "
             "ON CONFLICT (rules_hash) DO NOTHING"
         )
-        added = 0
         with self._write(f"add {len(rows)} strategies") as conn:
+            try:
+                return int(conn.executemany(sql, [_strategy_values(row) for row in rows]).rowcount)
+            except sqlite3.IntegrityError as exc:
+                clash = exc
+            # One at a time, to name the strategy that clashed; the StoreError rolls the whole batch back.
             for row in rows:
                 try:
-                    added += conn.execute(sql, _strategy_values(row)).rowcount
+                    conn.execute(sql, _strategy_values(row))
                 except sqlite3.IntegrityError as exc:
                     raise StoreError(f"cannot add strategy {row.name}: {exc} (same name, different rules?)") from exc
-        return added
+            raise StoreError(f"cannot add {len(rows)} strategies: {clash}") from clash
 
     def get_strategy(self, name: str) -> StrategyRow | None:
         """The strategy called `name`, or None."""
