@@ -354,6 +354,24 @@ class TestStrategies:
         assert [r.name for r in store.list_strategies()] == [strategy(1).name]
         assert store.add_strategies([strategy(2), strategy(1), strategy(3)]) == 2  # rules that exist: skipped
 
+    def test_a_transaction_commits_its_writes_together_and_an_error_rolls_all_back(self, store: Store, db: Path
+                                                                                    ) -> None:
+        """Store.transaction: the writes inside are one transaction (a reader sees none of them before the end);
+        an error in the last undoes the first (the school's flush: trials, N_eff and ranks together)."""
+        with pytest.raises(StoreError, match="unknown rank 'no-such-rank'"), store.transaction("three writes"):
+            store.add_strategy(strategy(1))
+            store.set_n_eff("EURUSD_H1", 3.0, 0.1, 5.0)
+            store.record_is_results([(strategy(1).name, {"sharpe": 1.0}, "no-such-rank")], 5.0)
+        assert store.list_strategies() == [] and store.trial_totals("EURUSD_H1") == (0, None, None)
+        with store.transaction("two writes"):
+            store.add_strategy(strategy(1))
+            with Store.open_readonly(db) as ro:
+                assert ro.list_strategies() == []  # not committed yet
+            with store.transaction("nested: joins the outer one"):
+                store.add_strategy(strategy(2))
+        with Store.open_readonly(db) as ro:
+            assert len(ro.list_strategies()) == 2
+
     def test_null_metrics_stay_null(self, store: Store) -> None:
         """Unknown metrics are NULL and read back as None; an errored backtest never becomes 0.0."""
         row = strategy(1)

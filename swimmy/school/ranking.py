@@ -70,12 +70,24 @@ class SchoolRanking(SchoolData):
     _unflushed: set[str]
 
     def flush_results(self) -> None:
-        """Record the collected IS results as trials, deflate their Sharpes, rank them, store them in one go."""
+        """Record the collected IS results as trials, deflate their Sharpes, rank them, store them in one go.
+
+        One transaction: the ledger's trials and N_eff and the strategies' figures and ranks are written together
+        or not at all. The `strategy.ranked` events follow the commit: they tell what was stored.
+        """
         done, self._is_done = self._is_done, []
         if not done:
             return
         self._unflushed.difference_update(row.name for _, row in done)
         now = self._clock.time()
+        with self._store.transaction(f"record {len(done)} IS results"):
+            ranked = self._record(done, now)
+        for row, rank, reason, metrics in ranked:
+            self._set_rank(row, rank, reason, now, metrics)
+
+    def _record(self, done: list[tuple[Outcome, StrategyRow]], now: float
+                ) -> list[tuple[StrategyRow, str, str, dict[str, float | int | None]]]:
+        """The writes of flush_results; the rank changes that are events, for after the commit."""
         trials = [trial_row(row, outcome, now) for outcome, row in done
                   if outcome.status == "ok" and outcome.metrics is not None]
         self.ledger.record(trials, now)
@@ -115,8 +127,7 @@ class SchoolRanking(SchoolData):
             elif decision.rank != "B":  # B straight from IS is counted in school.progress, not an event each
                 ranked.append((row, decision.rank, decision.reason, metrics))
         self._store.record_is_results(records, now)
-        for row, rank, reason, metrics in ranked:
-            self._set_rank(row, rank, reason, now, metrics)
+        return ranked
 
     def report_progress(self, *, force: bool = False) -> None:
         """`school.progress` per universe every `school.progress_interval_sec`: the IS results in counts."""

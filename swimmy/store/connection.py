@@ -23,6 +23,7 @@ class StoreBase:
         self.path = path
         self.readonly = readonly
         self.schema_version = schema_version
+        self._joined = False  # inside `transaction`: each _write joins the open transaction
 
     def _connection(self) -> sqlite3.Connection:
         if self._conn is None:
@@ -35,6 +36,12 @@ class StoreBase:
         if self.readonly:
             raise StoreError(f"cannot {what}: the store {self.path} is open read-only")
         conn = self._connection()
+        if self._joined:
+            try:
+                yield conn
+            except sqlite3.Error as exc:  # the outer transaction rolls everything back
+                raise StoreError(f"cannot {what} in {self.path}: {exc}") from exc
+            return
         try:
             conn.execute("BEGIN IMMEDIATE")
         except sqlite3.Error as exc:
@@ -48,6 +55,19 @@ class StoreBase:
         except BaseException:
             rollback(conn)
             raise
+
+    @contextmanager
+    def transaction(self, what: str) -> Iterator[None]:
+        """Several writes as one transaction (one commit): every write inside joins it; any error rolls all back."""
+        if self._joined:
+            yield
+            return
+        with self._write(what):
+            self._joined = True
+            try:
+                yield
+            finally:
+                self._joined = False
 
     def _read(self, sql: str, params: Any = ()) -> list[tuple[Any, ...]]:
         try:
