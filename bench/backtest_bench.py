@@ -60,6 +60,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from benchkit import note
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -89,11 +90,6 @@ OTHERS = [
     StrategySpec("donchian_breakout", {"period": 20}, "EURUSD", "H1"),
 ]
 SUBMIT_WIRE_EVERY = 200  # control.request() leaves its DEALER open on the Wire: a fresh Wire every so many
-
-
-def note(msg: str) -> None:
-    """Progress on stderr, so stdout is only the report."""
-    print(f"  .. {msg}", file=sys.stderr, flush=True)
 
 
 def with_stops(spec: StrategySpec, sl: float = SL_PIPS, tp: float = TP_PIPS) -> StrategySpec:

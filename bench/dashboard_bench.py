@@ -33,7 +33,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -47,6 +46,7 @@ from typing import Any
 
 import numpy as np
 import orjson
+from benchkit import free_port, note
 
 from swimmy import __version__
 from swimmy.backtest.strategies import PARAM_SPACE, StrategySpec, validate
@@ -69,18 +69,6 @@ READY_JS = """() => {
   const chart = document.querySelector('#population[data-points] canvas');
   return top && chart && Number(top.getAttribute('data-rows')) > 0 ? performance.now() : null;
 }"""
-
-
-def note(msg: str) -> None:
-    """Progress on stderr, so stdout is only the report."""
-    print(f"  .. {msg}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    """A TCP port on loopback that was free a moment ago."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def chromium_path() -> str | None:

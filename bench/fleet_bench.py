@@ -58,7 +58,6 @@ import platform
 import random
 import shutil
 import signal
-import socket
 import sqlite3
 import statistics
 import subprocess
@@ -73,6 +72,7 @@ from typing import Any
 import orjson
 import zmq
 import zmq.auth
+from benchkit import free_port, note
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -98,18 +98,8 @@ SEED = 7
 QUEUE_DEPTH: list[int] = []  # --queue-depth: workers.queue_depth for every daemon and worker (default: the config's)
 
 
-def note(msg: str) -> None:
-    print(f"  .. {msg}", file=sys.stderr, flush=True)
-
-
 # ---------------------------------------------------------------------------------------------
 # configs, processes, telemetry
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _toml(value: Any) -> str:

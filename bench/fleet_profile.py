@@ -38,6 +38,7 @@ from typing import Any
 
 import orjson
 import zmq
+from benchkit import note
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -57,10 +58,6 @@ from swimmy.wire.messages import (
 )
 
 UNIVERSE = f"{fb.SYMBOL}_{fb.TIMEFRAME}"
-
-
-def note(msg: str) -> None:
-    print(f"  .. {msg}", file=sys.stderr, flush=True)
 
 
 def canned_result(end_ts: int) -> dict[str, Any]:

@@ -58,6 +58,7 @@ from typing import Any
 
 import orjson
 import zmq
+from benchkit import note
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
@@ -102,11 +103,6 @@ def summary(values: list[float]) -> dict[str, float]:
 
 def parse_ts(raw: str) -> float:
     return dt.datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
-
-
-def note(msg: str) -> None:
-    """Progress on stderr, so stdout is only the report."""
-    print(f"  .. {msg}", file=sys.stderr, flush=True)
 
 
 class Procs:
